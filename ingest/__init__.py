@@ -1,0 +1,1 @@
+"""Raw-frame ingest, calibration and reduction, and the night simulator."""
