@@ -125,8 +125,11 @@ def _coordinates(header: Header) -> tuple[float | None, float | None]:
                 ra = Angle(ra_raw.strip(), unit=u.hourangle).degree
             else:
                 ra = float(ra_raw)
-            dec = Angle(dec_raw.strip(), unit=u.deg).degree if isinstance(dec_raw, str) \
-                else float(dec_raw)  # fmt: skip
+            dec = (
+                Angle(dec_raw.strip(), unit=u.deg).degree
+                if isinstance(dec_raw, str)
+                else float(dec_raw)
+            )
         except (ValueError, TypeError):
             continue
         if math.isfinite(ra) and math.isfinite(dec) and -90 <= dec <= 90:
@@ -134,8 +137,9 @@ def _coordinates(header: Header) -> tuple[float | None, float | None]:
     return None, None
 
 
-def _frame_type(header: Header, obstype: str | None, wavmode: str | None,
-                grating: str | None) -> tuple[str, str | None]:  # fmt: skip
+def _frame_type(
+    header: Header, obstype: str | None, wavmode: str | None, grating: str | None
+) -> tuple[str, str | None]:
     kind = (obstype or "").upper()
     obj = (_text(header, "OBJECT") or "").upper()
     if kind in ("BIAS", "ZERO") or (not kind and obj in ("BIAS", "ZERO")):
@@ -161,20 +165,24 @@ def setup_key(c: dict[str, Any]) -> str:
     whole key.
     """
     readout = [
-        c["camera"] or "?", f"{c['binning_x'] or '?'}x{c['binning_y'] or '?'}", c["roi"] or "?",
+        c["camera"] or "?",
+        f"{c['binning_x'] or '?'}x{c['binning_y'] or '?'}",
+        c["roi"] or "?",
         f"g{c['gain']:.2f}" if c["gain"] is not None else "g?",
         f"rn{c['rdnoise']:.2f}" if c["rdnoise"] is not None else "rn?",
-    ]  # fmt: skip
+    ]
     if c["frame_type"] == "bias":
         return "|".join(readout)
     if c["frame_type"] == "science_image" or (c["wavmode"] or "").upper() == "IMAGING":
         optics = ["imaging", c["filter"] or "-", c["filter2"] or "-"]
     else:
         optics = [
-            c["grating"] or "-", c["filter2"] or "-", c["slit"] or "-",
+            c["grating"] or "-",
+            c["filter2"] or "-",
+            c["slit"] or "-",
             f"{c['cam_targ']:.2f}" if c["cam_targ"] is not None else "-",
             f"{c['grt_targ']:.2f}" if c["grt_targ"] is not None else "-",
-        ]  # fmt: skip
+        ]
     return "|".join(readout) + "||" + "|".join(optics)
 
 
@@ -236,8 +244,11 @@ def header_to_json(header: Header) -> dict[str, Any]:
             value = None if value is None or type(value).__name__ == "Undefined" else str(value)
         if key in ("COMMENT", "HISTORY", "") or key in result:
             existing = result.get(key)
-            result[key] = [*existing, value] if isinstance(existing, list) else (
-                [value] if existing is None else [existing, value])  # fmt: skip
+            result[key] = (
+                [*existing, value]
+                if isinstance(existing, list)
+                else ([value] if existing is None else [existing, value])
+            )
         else:
             result[key] = value
     return result

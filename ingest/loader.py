@@ -56,9 +56,11 @@ class IngestReport:
     quarantined: list[tuple[str, str]] = field(default_factory=list)
 
     def summary(self) -> str:
-        return (f"{len(self.new)} new, {len(self.changed)} changed, {len(self.unchanged)} "
-                f"unchanged, {len(self.duplicates)} duplicate, "
-                f"{len(self.quarantined)} quarantined")  # fmt: skip
+        return (
+            f"{len(self.new)} new, {len(self.changed)} changed, {len(self.unchanged)} "
+            f"unchanged, {len(self.duplicates)} duplicate, "
+            f"{len(self.quarantined)} quarantined"
+        )
 
 
 def discover(paths: Iterable[Path]) -> list[Path]:
@@ -97,7 +99,7 @@ def _check_structure(path: Path, size: int) -> fits.Header:
             with fits.open(path, memmap=False, lazy_load_hdus=False) as hdul:
                 if len(hdul) == 0:
                     raise RejectedFile("not a FITS file: no HDU found")
-                for index, hdu in enumerate(hdul):
+                for index in range(len(hdul)):
                     info = hdul.fileinfo(index)
                     # The padded span, as the standard requires: a file still being
                     # written or cut short in transfer fails here, not in a reduction.
@@ -109,9 +111,17 @@ def _check_structure(path: Path, size: int) -> fits.Header:
                 return hdul[0].header.copy()
         except RejectedFile:
             raise
-        except (OSError, ValueError, TypeError, IndexError, KeyError,
-                fits.verify.VerifyError, fits.verify.VerifyWarning) as exc:  # fmt: skip
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        except (
+            OSError,
+            ValueError,
+            TypeError,
+            IndexError,
+            KeyError,
+            fits.verify.VerifyError,
+            fits.verify.VerifyWarning,
+        ) as exc:
+            text = str(exc).strip()
+            message = text.splitlines()[0] if text else type(exc).__name__
             raise RejectedFile(f"not a readable FITS file: {message}") from None
 
 
@@ -153,7 +163,9 @@ def _frame_row(item: Inspected) -> tuple:
     return tuple(values[name] for name in _FRAME_COLUMNS)
 
 
-def _write_batch(conn: psycopg.Connection, batch: Sequence[Inspected], report: IngestReport) -> None:
+def _write_batch(
+    conn: psycopg.Connection, batch: Sequence[Inspected], report: IngestReport
+) -> None:
     paths = [str(i.path) for i in batch]
     shas = [i.sha256 for i in batch]
     with conn.transaction():
@@ -201,21 +213,26 @@ def _write_batch(conn: psycopg.Connection, batch: Sequence[Inspected], report: I
 def _copy_frames(conn: psycopg.Connection, rows: list[tuple]) -> None:
     """COPY into a staging table, then one upsert: fast, and a changed file keeps its id."""
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in _FRAME_COLUMNS)
-    conn.execute(sql.SQL(
-        "CREATE TEMP TABLE IF NOT EXISTS frames_stage ON COMMIT DELETE ROWS AS "
-        "SELECT {} FROM archive.frames WITH NO DATA"
-    ).format(columns))
+    conn.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE IF NOT EXISTS frames_stage ON COMMIT DELETE ROWS AS "
+            "SELECT {} FROM archive.frames WITH NO DATA"
+        ).format(columns)
+    )
     with conn.cursor().copy(sql.SQL("COPY frames_stage ({}) FROM STDIN").format(columns)) as copy:
         for row in rows:
             copy.write_row(row)
     updates = sql.SQL(", ").join(
         sql.SQL("{} = excluded.{}").format(sql.Identifier(c), sql.Identifier(c))
-        for c in _FRAME_COLUMNS if c != "path"
-    )  # fmt: skip
-    conn.execute(sql.SQL(
-        "INSERT INTO archive.frames ({cols}) SELECT {cols} FROM frames_stage "
-        "ON CONFLICT (path) DO UPDATE SET {updates}"
-    ).format(cols=columns, updates=updates))  # fmt: skip
+        for c in _FRAME_COLUMNS
+        if c != "path"
+    )
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO archive.frames ({cols}) SELECT {cols} FROM frames_stage "
+            "ON CONFLICT (path) DO UPDATE SET {updates}"
+        ).format(cols=columns, updates=updates)
+    )
 
 
 def _batches(items: Iterator[Inspected], size: int) -> Iterator[list[Inspected]]:
@@ -229,15 +246,26 @@ def _batches(items: Iterator[Inspected], size: int) -> Iterator[list[Inspected]]
         yield batch
 
 
-def ingest(conn: psycopg.Connection, paths: Iterable[Path], *, progress: bool | None = None,
-           workers: int = 2) -> IngestReport:  # fmt: skip
+def ingest(
+    conn: psycopg.Connection,
+    paths: Iterable[Path],
+    *,
+    progress: bool | None = None,
+    workers: int = 2,
+) -> IngestReport:
     """Ingest files and directories; ``progress=None`` shows a bar only on a terminal."""
     # tqdm's disable=None means: draw only when stderr is a terminal.
     files = discover(paths)
     report = IngestReport()
-    with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(
-        total=len(files), unit="file", desc="ingest", disable=None if progress is None else not progress,
-    ) as bar:  # fmt: skip
+    with (
+        ThreadPoolExecutor(max_workers=workers) as pool,
+        tqdm(
+            total=len(files),
+            unit="file",
+            desc="ingest",
+            disable=None if progress is None else not progress,
+        ) as bar,
+    ):
         for batch in _batches(pool.map(inspect, files), BATCH_SIZE):
             _write_batch(conn, batch, report)
             bar.update(len(batch))

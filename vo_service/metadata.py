@@ -181,9 +181,22 @@ class Catalog:
 
 def _column(raw: dict, where: str) -> Column:
     unknown = set(raw) - {
-        "name", "datatype", "arraysize", "xtype", "unit", "ucd", "utype", "description",
-        "indexed", "principal", "std", "nullable", "published", "sql_type", "default",
-    }  # fmt: skip
+        "name",
+        "datatype",
+        "arraysize",
+        "xtype",
+        "unit",
+        "ucd",
+        "utype",
+        "description",
+        "indexed",
+        "principal",
+        "std",
+        "nullable",
+        "published",
+        "sql_type",
+        "default",
+    }
     if unknown:
         raise MetadataError(f"{where}: unknown keys {sorted(unknown)}")
     if raw.get("datatype") not in VOTABLE_DATATYPES:
@@ -214,8 +227,10 @@ def _table(raw: dict, where: str) -> Table:
     if len(set(names)) != len(names):
         raise MetadataError(f"{where}: duplicate column names")
     indexed = {c.name for c in columns if c.indexed}
-    indexes = [Index(tuple(i["columns"]), i.get("method", "btree"), i.get("unique", False))
-               for i in raw.get("indexes", [])]  # fmt: skip
+    indexes = [
+        Index(tuple(i["columns"]), i.get("method", "btree"), i.get("unique", False))
+        for i in raw.get("indexes", [])
+    ]
     covered = {i.columns[0] for i in indexes} | set(raw.get("primary_key", [])[:1])
     for name in sorted(indexed - covered):
         col = next(c for c in columns if c.name == name)
@@ -276,7 +291,8 @@ def load_catalog(directory: Path | None = None) -> Catalog:
         for fk in table.foreign_keys:
             if fk.target_table.lower() not in by_name:
                 raise MetadataError(f"{table.qualified_name}: FK target {fk.target_table} unknown")
-    tables.sort(key=lambda t: (next(s.order for s in declared if s.name == t.schema), t.order, t.name))
+    schema_order = {s.name: s.order for s in declared}
+    tables.sort(key=lambda t: (schema_order[t.schema], t.order, t.name))
     return Catalog(tuple(sorted(declared, key=lambda s: s.order)), tuple(tables))
 
 

@@ -93,10 +93,18 @@ class EmbeddedCluster:
         kwargs: dict = {}
         if owner is not None:
             kwargs = {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
+        # A session of its own: Ctrl-C in the terminal must reach us, not the postmaster,
+        # so the server is stopped in order by whoever started it.
         proc = subprocess.run(
-            args, cwd=self.root, capture_output=True, text=True, check=False,
-            env={**os.environ, "LC_ALL": "C.UTF-8"}, **kwargs,
-        )  # fmt: skip
+            args,
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "LC_ALL": "C.UTF-8"},
+            start_new_session=True,
+            **kwargs,
+        )
         if check and proc.returncode != 0:
             raise ClusterError(f"{Path(args[0]).name} failed: {proc.stderr.strip() or proc.stdout}")
         return proc
@@ -129,11 +137,21 @@ class EmbeddedCluster:
             os.chown(pwfile, owner.pw_uid, owner.pw_gid)
         pwfile.chmod(0o600)
         try:
-            self._run([
-                str(find_bindir() / "initdb"), "-D", str(self.datadir), "-U", SUPERUSER,
-                f"--pwfile={pwfile}", "--auth-host=scram-sha-256", "--auth-local=peer",
-                "-E", "UTF8", "--no-locale",
-            ])  # fmt: skip
+            self._run(
+                [
+                    str(find_bindir() / "initdb"),
+                    "-D",
+                    str(self.datadir),
+                    "-U",
+                    SUPERUSER,
+                    f"--pwfile={pwfile}",
+                    "--auth-host=scram-sha-256",
+                    "--auth-local=peer",
+                    "-E",
+                    "UTF8",
+                    "--no-locale",
+                ]
+            )
         finally:
             pwfile.unlink(missing_ok=True)
         self.password_file.write_text(password)
@@ -170,17 +188,30 @@ class EmbeddedCluster:
         for _attempt in range(3):
             chosen = port or free_port()
             opts = [
-                f"-p {chosen}", "-c listen_addresses=127.0.0.1",
-                f"-c unix_socket_directories={self.root}", "-c max_connections=200",
+                f"-p {chosen}",
+                "-c listen_addresses=127.0.0.1",
+                f"-c unix_socket_directories={self.root}",
+                "-c max_connections=200",
                 "-c shared_buffers=128MB",
-            ]  # fmt: skip
+            ]
             if fast:  # throw-away test clusters: durability buys nothing there
                 opts += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
             try:
-                self._run([
-                    str(find_bindir() / "pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile),
-                    "-w", "-t", "60", "-o", " ".join(opts), "start",
-                ])  # fmt: skip
+                self._run(
+                    [
+                        str(find_bindir() / "pg_ctl"),
+                        "-D",
+                        str(self.datadir),
+                        "-l",
+                        str(self.logfile),
+                        "-w",
+                        "-t",
+                        "60",
+                        "-o",
+                        " ".join(opts),
+                        "start",
+                    ]
+                )
             except ClusterError as exc:
                 last_error = exc
                 if port is not None:
@@ -195,8 +226,9 @@ class EmbeddedCluster:
     def stop(self) -> None:
         if not self.initialized or not self.running:
             return
-        self._run([str(find_bindir() / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w",
-                   "stop"])  # fmt: skip
+        self._run(
+            [str(find_bindir() / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop"]
+        )
 
     def _wait_ready(self, timeout: float = 30.0) -> None:
         import psycopg

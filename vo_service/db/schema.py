@@ -45,8 +45,11 @@ def _column_ddl(col: Column) -> sql.Composable:
 def create_table_ddl(table: Table) -> sql.Composable:
     parts = [_column_ddl(c) for c in table.columns]
     if table.primary_key:
-        parts.append(sql.SQL("PRIMARY KEY ({})").format(
-            sql.SQL(", ").join(_ident(c) for c in table.primary_key)))  # fmt: skip
+        parts.append(
+            sql.SQL("PRIMARY KEY ({})").format(
+                sql.SQL(", ").join(_ident(c) for c in table.primary_key)
+            )
+        )
     return sql.SQL("CREATE TABLE {} ({})").format(
         _ident(table.schema, table.name), sql.SQL(", ").join(parts)
     )
@@ -68,8 +71,11 @@ def _existing_columns(conn: psycopg.Connection, table: Table) -> set[str] | None
 def sync_tables(conn: psycopg.Connection, catalog: Catalog) -> None:
     for schema in catalog.schemas:
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(_ident(schema.name)))
-        conn.execute(sql.SQL("COMMENT ON SCHEMA {} IS {}").format(
-            _ident(schema.name), sql.Literal(schema.description)))  # fmt: skip
+        conn.execute(
+            sql.SQL("COMMENT ON SCHEMA {} IS {}").format(
+                _ident(schema.name), sql.Literal(schema.description)
+            )
+        )
     for table in catalog.tables:
         existing = _existing_columns(conn, table)
         if existing is None:
@@ -77,21 +83,32 @@ def sync_tables(conn: psycopg.Connection, catalog: Catalog) -> None:
         else:
             for col in table.columns:
                 if col.name not in existing:
-                    conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {}").format(
-                        _ident(table.schema, table.name), _column_ddl(col)))  # fmt: skip
+                    conn.execute(
+                        sql.SQL("ALTER TABLE {} ADD COLUMN {}").format(
+                            _ident(table.schema, table.name), _column_ddl(col)
+                        )
+                    )
         for index in table.indexes:
-            conn.execute(sql.SQL("CREATE {} INDEX IF NOT EXISTS {} ON {} USING {} ({})").format(
-                sql.SQL("UNIQUE" if index.unique else ""),
-                _ident(_index_name(table, index.columns)),
-                _ident(table.schema, table.name),
-                sql.SQL(index.method),
-                sql.SQL(", ").join(_ident(c) for c in index.columns),
-            ))  # fmt: skip
-        conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(
-            _ident(table.schema, table.name), sql.Literal(table.description)))  # fmt: skip
+            conn.execute(
+                sql.SQL("CREATE {} INDEX IF NOT EXISTS {} ON {} USING {} ({})").format(
+                    sql.SQL("UNIQUE" if index.unique else ""),
+                    _ident(_index_name(table, index.columns)),
+                    _ident(table.schema, table.name),
+                    sql.SQL(index.method),
+                    sql.SQL(", ").join(_ident(c) for c in index.columns),
+                )
+            )
+        conn.execute(
+            sql.SQL("COMMENT ON TABLE {} IS {}").format(
+                _ident(table.schema, table.name), sql.Literal(table.description)
+            )
+        )
         for col in table.columns:
-            conn.execute(sql.SQL("COMMENT ON COLUMN {} IS {}").format(
-                _ident(table.schema, table.name, col.name), sql.Literal(col.description)))  # fmt: skip
+            conn.execute(
+                sql.SQL("COMMENT ON COLUMN {} IS {}").format(
+                    _ident(table.schema, table.name, col.name), sql.Literal(col.description)
+                )
+            )
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -120,8 +137,9 @@ def apply_migrations(conn: psycopg.Connection) -> list[str]:
         if not fresh:
             conn.execute((schemas.MIGRATIONS_DIR / name).read_text())
             applied.append(name)
-        conn.execute("INSERT INTO internal.migrations (version, name) VALUES (%s, %s)",
-                     [version, name])  # fmt: skip
+        conn.execute(
+            "INSERT INTO internal.migrations (version, name) VALUES (%s, %s)", [version, name]
+        )
     return applied
 
 
@@ -136,18 +154,27 @@ def grant_query_role(conn: psycopg.Connection, catalog: Catalog, role: str) -> N
     if exists is None:
         conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN NOINHERIT").format(_ident(role)))
     for schema in catalog.schemas:
-        conn.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM {}").format(
-            _ident(schema.name), _ident(role)))  # fmt: skip
+        conn.execute(
+            sql.SQL("REVOKE ALL ON SCHEMA {} FROM {}").format(_ident(schema.name), _ident(role))
+        )
     for table in catalog.tables:
-        conn.execute(sql.SQL("REVOKE ALL ON {} FROM {}").format(
-            _ident(table.schema, table.name), _ident(role)))  # fmt: skip
+        conn.execute(
+            sql.SQL("REVOKE ALL ON {} FROM {}").format(
+                _ident(table.schema, table.name), _ident(role)
+            )
+        )
     for schema in catalog.published_schemas:
-        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
-            _ident(schema.name), _ident(role)))  # fmt: skip
+        conn.execute(
+            sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(_ident(schema.name), _ident(role))
+        )
     for table in catalog.published_tables:
-        conn.execute(sql.SQL("GRANT SELECT ({}) ON {} TO {}").format(
-            sql.SQL(", ").join(_ident(c.name) for c in table.published_columns),
-            _ident(table.schema, table.name), _ident(role)))  # fmt: skip
+        conn.execute(
+            sql.SQL("GRANT SELECT ({}) ON {} TO {}").format(
+                sql.SQL(", ").join(_ident(c.name) for c in table.published_columns),
+                _ident(table.schema, table.name),
+                _ident(role),
+            )
+        )
     # The executor does SET ROLE from the service's own login role.
     conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(_ident(role)))
 
@@ -158,23 +185,45 @@ def _arraysize_size(col: Column) -> int | None:
 
 def tap_schema_rows(catalog: Catalog) -> dict[str, list[tuple]]:
     """The rows of the five TAP_SCHEMA tables, derived from the declarations alone."""
-    rows: dict[str, list[tuple]] = {n: [] for n in
-                                    ("schemas", "tables", "columns", "keys", "key_columns")}
+    names = ("schemas", "tables", "columns", "keys", "key_columns")
+    rows: dict[str, list[tuple]] = {n: [] for n in names}
     for index, schema in enumerate(catalog.published_schemas):
         rows["schemas"].append((schema.name, schema.utype, schema.description, index))
     for t_index, table in enumerate(catalog.published_tables):
-        rows["tables"].append((table.schema, table.qualified_name, table.table_type,
-                               table.utype, table.description, t_index))  # fmt: skip
+        rows["tables"].append(
+            (
+                table.schema,
+                table.qualified_name,
+                table.table_type,
+                table.utype,
+                table.description,
+                t_index,
+            )
+        )
         indexed = table.indexed_column_names
         for c_index, col in enumerate(table.published_columns):
-            rows["columns"].append((
-                table.qualified_name, col.name, col.utype, col.ucd, col.unit, col.description,
-                col.datatype, col.arraysize, col.xtype, _arraysize_size(col),
-                int(col.principal), int(col.name in indexed), int(col.std), c_index,
-            ))  # fmt: skip
+            rows["columns"].append(
+                (
+                    table.qualified_name,
+                    col.name,
+                    col.utype,
+                    col.ucd,
+                    col.unit,
+                    col.description,
+                    col.datatype,
+                    col.arraysize,
+                    col.xtype,
+                    _arraysize_size(col),
+                    int(col.principal),
+                    int(col.name in indexed),
+                    int(col.std),
+                    c_index,
+                )
+            )
         for fk in table.foreign_keys:
-            rows["keys"].append((fk.key_id, table.qualified_name, fk.target_table.lower(), None,
-                                 fk.description))  # fmt: skip
+            rows["keys"].append(
+                (fk.key_id, table.qualified_name, fk.target_table.lower(), None, fk.description)
+            )
             for src, dst in zip(fk.columns, fk.target_columns, strict=True):
                 rows["key_columns"].append((fk.key_id, src, dst))
     return rows
@@ -188,10 +237,12 @@ def write_tap_schema(conn: psycopg.Connection, catalog: Catalog) -> None:
         table = catalog.table(f"tap_schema.{name}")
         if not rows[name]:
             continue
-        with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN").format(
-            _ident("tap_schema", name),
-            sql.SQL(", ").join(_ident(c.name) for c in table.columns),
-        )) as copy:  # fmt: skip
+        with conn.cursor().copy(
+            sql.SQL("COPY {} ({}) FROM STDIN").format(
+                _ident("tap_schema", name),
+                sql.SQL(", ").join(_ident(c.name) for c in table.columns),
+            )
+        ) as copy:
             for row in rows[name]:
                 copy.write_row(row)
 

@@ -1,0 +1,79 @@
+"""The ASGI application: one Starlette app mounting each protocol's routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from psycopg_pool import AsyncConnectionPool
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from vo_service import __version__
+from vo_service.config import Settings
+from vo_service.dali import DALIError, error_response
+from vo_service.state import AppState
+from vo_service.tap.routes import routes as tap_routes
+
+log = logging.getLogger("vo_service")
+SERVER = f"vo-service/{__version__} (IVOA TAP 1.1)".encode()
+
+
+class ServerHeader:
+    """Names the software in every response, as taplint and operators expect."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"server", SERVER)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
+
+
+async def home(request: Request) -> Response:
+    return HTMLResponse(f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>vo-service</title></head><body><h1>vo-service {__version__}</h1>
+<ul><li><a href="{request.url_for("tap:root")}">TAP service</a> (ADQL queries)</li></ul>
+</body></html>""")
+
+
+async def dali_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DALIError)
+    return error_response(exc.message, exc.status)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return error_response("internal error; the incident was logged", 500)
+
+
+def create_app(settings: Settings, database_url: str) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        pool = AsyncConnectionPool(database_url, min_size=1, max_size=20, open=False)
+        await pool.open(wait=True, timeout=30)
+        app.state.vo = AppState(settings, pool)
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    app = Starlette(
+        routes=[Route("/", home), Mount("/tap", routes=tap_routes, name="tap")],
+        exception_handlers={DALIError: dali_error, Exception: unexpected_error},
+        lifespan=lifespan,
+    )
+    app.add_middleware(ServerHeader)
+    return app

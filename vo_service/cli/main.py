@@ -1,0 +1,213 @@
+"""The ``vo-service`` command: one entry point for operators, demos and tests."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from vo_service import __version__
+from vo_service.config import Settings, settings
+
+
+def _print_report(report: object) -> None:
+    from ingest.loader import IngestReport
+
+    assert isinstance(report, IngestReport)
+    for path, reason in report.quarantined:
+        print(f"quarantined {path}: {reason}", file=sys.stderr)
+    for path, other in report.duplicates:
+        print(f"duplicate {path}: same content as {other}", file=sys.stderr)
+    print(report.summary())
+
+
+def cmd_init(args: argparse.Namespace, cfg: Settings) -> int:
+    from vo_service.db import database
+
+    cfg.home.mkdir(parents=True, exist_ok=True)
+    with database(cfg):
+        pass
+    print(f"initialised {cfg.home}")
+    return 0
+
+
+def cmd_db(args: argparse.Namespace, cfg: Settings) -> int:
+    import psycopg
+
+    from vo_service.db import EmbeddedCluster, database_url, upgrade
+    from vo_service.metadata import catalog
+
+    if args.action == "upgrade":
+        from vo_service.db import database
+
+        with database(cfg, migrate=False) as url, psycopg.connect(url) as conn:
+            applied = upgrade(conn, catalog(), cfg.query_role)
+        print(f"database up to date ({len(applied)} migrations applied)")
+        return 0
+    if not cfg.embedded:
+        if args.action == "status":
+            with psycopg.connect(database_url(cfg), connect_timeout=5):
+                print("external database (DATABASE_URL) reachable")
+            return 0
+        print("DATABASE_URL is set: the database is not managed by vo-service", file=sys.stderr)
+        return 2
+    cluster = EmbeddedCluster(cfg.home)
+    if args.action == "start":
+        started = cluster.start()
+        print(f"{'started' if started else 'already running'} on port {cluster.port()}")
+        with psycopg.connect(cluster.url()) as conn:
+            upgrade(conn, catalog(), cfg.query_role)
+    elif args.action == "stop":
+        cluster.stop()
+        print("stopped")
+    else:
+        port = cluster.port()
+        print(f"running on 127.0.0.1:{port}, data in {cluster.datadir}" if port else "stopped")
+        return 0 if port else 3
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace, cfg: Settings) -> int:
+    import psycopg
+
+    from ingest.loader import ingest
+    from vo_service.db import database
+
+    with database(cfg) as url, psycopg.connect(url) as conn:
+        report = ingest(conn, [Path(p) for p in args.paths])
+    _print_report(report)
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace, cfg: Settings) -> int:
+    from ingest.simulate import simulate_night
+
+    summary = simulate_night(Path(args.outdir), seed=args.seed, binning=args.binning, home=cfg.home)
+    counts = ", ".join(f"{n} {k}" for k, n in summary.counts.items())
+    print(f"wrote {len(summary.files)} frames to {summary.outdir} ({counts})")
+    return 0
+
+
+def _serve(cfg: Settings, host: str, port: int, before: Callable[[str], None] | None) -> int:
+    import uvicorn
+
+    from vo_service.app import create_app
+    from vo_service.db import database
+
+    with database(cfg) as url:
+        if before is not None:
+            before(url)
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        print(f"TAP service: http://{shown}:{port}/tap   (Ctrl-C stops it)", flush=True)
+        uvicorn.run(
+            create_app(cfg, url),
+            host=host,
+            port=port,
+            server_header=False,
+            proxy_headers=True,
+            log_level="info",
+        )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, cfg: Settings) -> int:
+    return _serve(cfg, args.host, args.port, None)
+
+
+def cmd_demo(args: argparse.Namespace, cfg: Settings) -> int:
+    import psycopg
+    from ingest.simulate import simulate_night
+
+    from ingest.loader import ingest
+
+    night = cfg.home / "demo" / "night"
+
+    def prepare(url: str) -> None:
+        if not (night / "truth.json").exists():
+            print(f"simulating a night of raw frames in {night} …", flush=True)
+            simulate_night(night, seed=args.seed, binning=2, home=cfg.home)
+        with psycopg.connect(url) as conn:
+            _print_report(ingest(conn, [night]))
+
+    return _serve(cfg, args.host, args.port, prepare)
+
+
+def cmd_adql(args: argparse.Namespace, cfg: Settings) -> int:
+    from vo_service import adql
+    from vo_service.metadata import catalog
+
+    try:
+        if args.parse_only:
+            adql.parse(args.query)
+            print("OK")
+        else:
+            print(adql.translate(args.query, catalog()).sql)
+    except adql.ADQLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vo-service",
+        description="Observatory data service: ingest raw frames, publish them over IVOA "
+        "protocols. State lives in VO_SERVICE_HOME (default ./var); DATABASE_URL points at "
+        "an existing PostgreSQL instead of the embedded one.",
+    )
+    parser.add_argument("--version", action="version", version=f"vo-service {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("init", help="create the state directory and the database")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("db", help="manage the embedded PostgreSQL and the schema")
+    p.add_argument("action", choices=["start", "stop", "status", "upgrade"])
+    p.set_defaults(func=cmd_db)
+
+    p = sub.add_parser("ingest", help="ingest raw FITS files or directories (recursive)")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("simulate-night", help="write a simulated night of raw Goodman frames")
+    p.add_argument("outdir", metavar="OUTDIR")
+    p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    p.add_argument("--binning", type=int, choices=[1, 2], default=2, help="CCD binning")
+    p.set_defaults(func=cmd_simulate)
+
+    for name, func, text in (
+        ("serve", cmd_serve, "serve the IVOA protocols over HTTP"),
+        ("demo", cmd_demo, "simulate and ingest a demo night, then serve it"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, default=8000)
+        if name == "demo":
+            p.add_argument("--seed", type=int, default=1, help="seed of the demo night")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("adql", help="translate an ADQL query to SQL, or just check it")
+    p.add_argument("--parse-only", action="store_true", help="only check the syntax")
+    p.add_argument("query", metavar="QUERY")
+    p.set_defaults(func=cmd_adql)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from vo_service.db.cluster import ClusterError
+
+    try:
+        return int(args.func(args, settings()))
+    except (ClusterError, FileNotFoundError) as exc:
+        print(f"vo-service: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

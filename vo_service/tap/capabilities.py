@@ -1,0 +1,45 @@
+"""The TAPRegExt capability: what the ADQL front end, writers and limits really offer."""
+
+from __future__ import annotations
+
+from lxml import etree
+
+from vo_service import adql, votable
+from vo_service.config import Settings
+from vo_service.vosi.capabilities import CapabilityBuilder
+from vo_service.xml import sub, xsi_type
+
+ADQL_VERSIONS = (("2.0", "ivo://ivoa.net/std/ADQL#v2.0"), ("2.1", "ivo://ivoa.net/std/ADQL#v2.1"))
+LANGUAGES = frozenset({"ADQL", *(f"ADQL-{v}" for v, _ in ADQL_VERSIONS)})
+
+
+def tap_capability(base_url: str, settings: Settings) -> CapabilityBuilder:
+    def build(root: etree._Element) -> None:
+        cap = sub(root, "capability", standardID="ivo://ivoa.net/std/TAP")
+        xsi_type(cap, "tr:TableAccess")
+        interface = sub(cap, "interface", role="std", version="1.1")
+        xsi_type(interface, "vs:ParamHTTP")
+        sub(interface, "accessURL", base_url, use="base")
+        language = sub(cap, "language")
+        sub(language, "name", "ADQL")
+        for version, ivo_id in ADQL_VERSIONS:
+            sub(language, "version", version, **{"ivo-id": ivo_id})
+        sub(language, "description", "ADQL 2.1 translated to PostgreSQL with pgsphere.")
+        for feature_type, forms in adql.LANGUAGE_FEATURES.items():
+            features = sub(language, "languageFeatures", type=feature_type)
+            for form in forms:
+                feature = sub(features, "feature")
+                sub(feature, "form", form)
+        for fmt in votable.FORMATS:
+            output = sub(cap, "outputFormat", **({"ivo-id": fmt.ivo_id} if fmt.ivo_id else {}))
+            sub(output, "mime", fmt.mime)
+            for alias in fmt.aliases:
+                sub(output, "alias", alias)
+        execution = sub(cap, "executionDuration")
+        sub(execution, "default", str(int(settings.sync_timeout_s)))
+        sub(execution, "hard", str(int(settings.sync_timeout_s)))
+        limit = sub(cap, "outputLimit")
+        sub(limit, "default", str(settings.sync_maxrec), unit="row")
+        sub(limit, "hard", str(settings.hard_maxrec), unit="row")
+
+    return build

@@ -1,0 +1,153 @@
+"""Run a translated ADQL query and stream its result; shared by sync and async TAP.
+
+The query runs in a read-only transaction, under the query role (which can read the
+published columns and nothing else), with a statement timeout, from a server-side cursor
+fetched in batches, so memory stays flat whatever the row count. MAXREC+1 rows are asked
+for, so overflow is detected without counting.
+
+The first batch is fetched before anything is sent: errors that PostgreSQL raises while
+planning or starting the query (the common case) become a proper error document with an
+HTTP status; errors later in the stream close the table and append an ERROR INFO.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import errors, sql
+from psycopg.rows import tuple_row
+from psycopg_pool import AsyncConnectionPool
+
+from vo_service.adql import Translation
+from vo_service.dali import DALIError, QueryTimeout
+from vo_service.metadata import Column
+from vo_service.votable import ResultWriter
+
+BATCH_ROWS = 10_000
+
+# PostgreSQL result type → (VOTable datatype, arraysize, xtype) for columns whose type the
+# ADQL translation could not infer (expressions) or where PostgreSQL knows better.
+_PG_TYPES: dict[str, tuple[str, str | None, str | None]] = {
+    "bool": ("boolean", None, None),
+    "int2": ("short", None, None),
+    "int4": ("int", None, None),
+    "int8": ("long", None, None),
+    "float4": ("float", None, None),
+    "float8": ("double", None, None),
+    "numeric": ("double", None, None),
+    "text": ("char", "*", None),
+    "varchar": ("char", "*", None),
+    "bpchar": ("char", "*", None),
+    "name": ("char", "*", None),
+    "timestamp": ("char", "*", "timestamp"),
+    "timestamptz": ("char", "*", "timestamp"),
+    "date": ("char", "*", "timestamp"),
+    "_float8": ("double", "*", None),
+    "_float4": ("float", "*", None),
+    "_int4": ("int", "*", None),
+    "_int8": ("long", "*", None),
+    "_int2": ("short", "*", None),
+}
+_CHAR = frozenset({"char", "unicodeChar"})
+
+
+def resolve_fields(
+    fields: Sequence[Column],
+    description: Sequence[psycopg.Column] | None,
+    conn: psycopg.AsyncConnection,
+) -> list[Column]:
+    """Keep the declared metadata, but let the actual result type decide the encoding."""
+    if not description:
+        return list(fields)
+    resolved = []
+    for field, desc in zip(fields, description, strict=True):
+        info = conn.adapters.types.get(desc.type_code)
+        pg = _PG_TYPES.get(info.name if info else "", ("char", "*", None))
+        datatype, arraysize, xtype = pg
+        if (
+            field.datatype == datatype
+            or (field.datatype in _CHAR and datatype == "char")
+            or (field.datatype == "unsignedByte" and datatype == "short")
+        ):
+            resolved.append(field)
+            continue
+        # Array-valued geometry keeps its declared shape and xtype; otherwise PostgreSQL's
+        # type is the truth for what the values are.
+        keep_shape = arraysize is not None and field.arraysize is not None
+        resolved.append(
+            dataclasses.replace(
+                field,
+                datatype=datatype,
+                arraysize=field.arraysize if keep_shape else arraysize,
+                xtype=field.xtype if keep_shape else xtype,
+            )
+        )
+    return resolved
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    maxrec: int
+    timeout_s: float
+    role: str
+
+
+def _translate_db_error(exc: psycopg.Error, limits: QueryLimits) -> DALIError:
+    if isinstance(exc, errors.QueryCanceled):
+        return QueryTimeout(f"query timed out after {limits.timeout_s:g} s (execution limit)")
+    if isinstance(exc, errors.InsufficientPrivilege):
+        return DALIError("the query reads data that is not published")
+    message = (exc.diag.message_primary or str(exc)).strip()
+    if isinstance(exc, errors.DataError | errors.SyntaxErrorOrAccessRuleViolation):
+        return DALIError(f"query failed: {message}")
+    return DALIError(f"query failed: {message}", status=500)
+
+
+async def stream_query(
+    pool: AsyncConnectionPool,
+    translation: Translation,
+    writer: ResultWriter,
+    limits: QueryLimits,
+    infos: Sequence[tuple[str, str]] = (),
+) -> AsyncIterator[bytes]:
+    """Yield the encoded result; the first chunk arrives only after the first batch ran."""
+    async with pool.connection() as conn, conn.transaction():
+        try:
+            await conn.execute("SET TRANSACTION READ ONLY")
+            await conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(limits.role)))
+            await conn.execute(
+                sql.SQL("SET LOCAL statement_timeout = {}").format(
+                    sql.Literal(int(limits.timeout_s * 1000))
+                )
+            )
+            cursor = conn.cursor(name="tap_result", row_factory=tuple_row)
+            await cursor.execute(translation.sql)
+            first = await cursor.fetchmany(min(BATCH_ROWS, limits.maxrec + 1))
+        except psycopg.Error as exc:
+            raise _translate_db_error(exc, limits) from None
+        fields = resolve_fields(translation.fields, cursor.description, conn)
+        sent = 0
+        batch = first
+        head = writer.head(fields, infos=infos)
+        try:
+            while True:
+                room = limits.maxrec - sent
+                chunk = batch[:room]
+                sent += len(chunk)
+                overflow = len(batch) > room
+                body = writer.rows(chunk) if chunk else b""
+                if head:
+                    body, head = head + body, b""
+                if body:
+                    yield body
+                if overflow or len(batch) == 0:
+                    yield writer.tail(overflow=overflow)
+                    break
+                batch = await cursor.fetchmany(BATCH_ROWS)
+        except psycopg.Error as exc:
+            yield writer.tail(error=_translate_db_error(exc, limits).message)
+        finally:
+            await cursor.close()

@@ -1,0 +1,1 @@
+"""VOSI documents: capabilities, availability and tables, for every service of the app."""
