@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
@@ -17,7 +18,12 @@ from vo_service import __version__
 from vo_service.config import Settings
 from vo_service.dali import DALIError, error_response
 from vo_service.state import AppState
+from vo_service.tap.async_jobs import TapQueryJob
 from vo_service.tap.routes import routes as tap_routes
+from vo_service.uws.engine import Engine
+from vo_service.uws.events import JobEvents
+from vo_service.uws.routes import UWSService
+from vo_service.uws.store import JobStore
 
 log = logging.getLogger("vo_service")
 SERVER = f"vo-service/{__version__} (IVOA TAP 1.1)".encode()
@@ -60,18 +66,38 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(settings: Settings, database_url: str) -> Starlette:
+    # Created here, opened in the lifespan: routes need the objects, not the connections.
+    pool = AsyncConnectionPool(database_url, min_size=1, max_size=20, open=False)
+    engine = Engine(
+        JobStore(pool), JobEvents(database_url), settings.home, [TapQueryJob(pool, settings)]
+    )
+    tap_async = UWSService(
+        engine,
+        "tap",
+        "/tap/async",
+        default_duration=int(settings.async_timeout_s),
+        retention=timedelta(days=settings.async_retention_days),
+    )
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        pool = AsyncConnectionPool(database_url, min_size=1, max_size=20, open=False)
         await pool.open(wait=True, timeout=30)
-        app.state.vo = AppState(settings, pool)
+        app.state.vo = AppState(settings, pool, engine)
+        await engine.events.start()
+        await engine.start()
         try:
             yield
         finally:
+            await engine.stop()
+            await engine.events.stop()
             await pool.close()
 
     app = Starlette(
-        routes=[Route("/", home), Mount("/tap", routes=tap_routes, name="tap")],
+        routes=[
+            Route("/", home),
+            *tap_async.routes(),
+            Mount("/tap", routes=tap_routes, name="tap"),
+        ],
         exception_handlers={DALIError: dali_error, Exception: unexpected_error},
         lifespan=lifespan,
     )

@@ -15,6 +15,8 @@ class Settings:
     sync_maxrec: int
     hard_maxrec: int
     sync_timeout_s: float
+    async_timeout_s: float
+    async_retention_days: float
     public_url: str | None
 
     @property
@@ -36,5 +38,7 @@ def settings() -> Settings:
         sync_maxrec=_int("VO_SERVICE_MAXREC", 100_000),
         hard_maxrec=_int("VO_SERVICE_HARD_MAXREC", 10_000_000),
         sync_timeout_s=float(os.environ.get("VO_SERVICE_SYNC_TIMEOUT", "60")),
+        async_timeout_s=float(os.environ.get("VO_SERVICE_ASYNC_TIMEOUT", "3600")),
+        async_retention_days=float(os.environ.get("VO_SERVICE_RETENTION_DAYS", "7")),
         public_url=os.environ.get("VO_SERVICE_PUBLIC_URL") or None,
     )

@@ -7,14 +7,15 @@ from html import escape
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
-from vo_service import adql, votable
-from vo_service.dali import DALIError, error_response, read_params
+from vo_service.dali import error_response, read_params
 from vo_service.metadata import catalog
 from vo_service.state import AppState
-from vo_service.tap.capabilities import LANGUAGES, tap_capability
-from vo_service.tap.execute import QueryLimits, stream_query
+from vo_service.tap.capabilities import tap_capability
+from vo_service.tap.execute import stream_query
+from vo_service.tap.query import prepare
+from vo_service.urls import site_root
 from vo_service.vosi.capabilities import capabilities as capabilities_document
 from vo_service.vosi.tables import single_table, tableset
 
@@ -22,9 +23,7 @@ XML = "text/xml"
 
 
 def base_url(request: Request) -> str:
-    state: AppState = request.app.state.vo
-    root = state.settings.public_url or str(request.base_url).rstrip("/")
-    return f"{root.rstrip('/')}/tap"
+    return f"{site_root(request)}/tap"
 
 
 async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -36,34 +35,12 @@ async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[by
 async def sync(request: Request) -> Response:
     state: AppState = request.app.state.vo
     params = await read_params(request)
-    lang = params.get("LANG")
-    if not lang:
-        raise DALIError("LANG is required (LANG=ADQL)")
-    if lang.upper() not in LANGUAGES:
-        raise DALIError(
-            f"unknown query language {lang!r}; this service speaks {', '.join(sorted(LANGUAGES))}"
-        )
-    query = params.get("QUERY")
-    if not query or not query.strip():
-        raise DALIError("QUERY is required")
-    requested_format = params.get("RESPONSEFORMAT") or params.get("FORMAT") or "votable"
-    try:
-        writer = votable.writer_for(requested_format)
-    except votable.UnsupportedFormat as exc:
-        raise DALIError(str(exc)) from None
-    maxrec = params.get_int("MAXREC")
-    settings = state.settings
-    effective = settings.sync_maxrec if maxrec is None else min(maxrec, settings.hard_maxrec)
-    try:
-        translation = adql.translate(query, catalog(), max_rows=effective + 1)
-    except adql.ADQLError as exc:
-        raise DALIError(str(exc)) from None
-    limits = QueryLimits(effective, settings.sync_timeout_s, settings.query_role)
-    infos = [("QUERY", query), ("LANG", lang), ("SERVICE_PROTOCOL", "TAP 1.1")]
-    stream = stream_query(state.pool, translation, writer, limits, infos)
+    prepared = prepare(params, state.settings, timeout_s=state.settings.sync_timeout_s)
+    stream = stream_query(
+        state.pool, prepared.translation, prepared.writer, prepared.limits, prepared.infos
+    )
     first = await anext(stream)
-    media_type = requested_format if "/" in requested_format else writer.media_type
-    return StreamingResponse(_prepend(first, stream), media_type=media_type)
+    return StreamingResponse(_prepend(first, stream), media_type=prepared.media_type)
 
 
 async def tap_capabilities(request: Request) -> Response:
@@ -113,7 +90,7 @@ async def landing(request: Request) -> Response:
 · <a href="{base}/tables">tables</a></p></body></html>""")
 
 
-routes = [
+routes: list[BaseRoute] = [
     Route("/", landing, name="root"),
     Route("/sync", sync, methods=["GET", "POST"]),
     Route("/capabilities", tap_capabilities),
