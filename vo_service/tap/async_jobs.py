@@ -28,16 +28,13 @@ class TapQueryJob:
         params = Params([(p.name, p.value) for p in job.parameters])
         timeout = job.execution_duration or self.settings.async_timeout_s
         try:
-            prepared = prepare(params, self.settings, timeout_s=timeout)
+            inline = {
+                p.name: workdir / "parameters" / p.name for p in job.parameters if p.by_reference
+            }
+            prepared = await prepare(params, self.settings, timeout_s=timeout, inline=inline)
             partial = workdir / f".{RESULT_FILE}.partial"
             with partial.open("wb") as out:
-                async for chunk in stream_query(
-                    self.pool,
-                    prepared.translation,
-                    prepared.writer,
-                    prepared.limits,
-                    prepared.infos,
-                ):
+                async for chunk in stream_query(self.pool, prepared):
                     out.write(chunk)
         except DALIError as exc:
             raise JobFailed(exc.message) from None

@@ -6,6 +6,7 @@ from lxml import etree
 
 from vo_service import adql, votable
 from vo_service.config import Settings
+from vo_service.tap.uploads import MAX_UPLOAD_BYTES
 from vo_service.vosi.capabilities import CapabilityBuilder
 from vo_service.xml import sub, xsi_type
 
@@ -35,6 +36,8 @@ def tap_capability(base_url: str, settings: Settings) -> CapabilityBuilder:
             sub(output, "mime", fmt.mime)
             for alias in fmt.aliases:
                 sub(output, "alias", alias)
+        for method in ("inline", "http", "https"):
+            sub(cap, "uploadMethod", **{"ivo-id": f"ivo://ivoa.net/std/TAPRegExt#upload-{method}"})
         retention = str(int(settings.async_retention_days * 86400))
         period = sub(cap, "retentionPeriod")
         sub(period, "default", retention)
@@ -45,5 +48,8 @@ def tap_capability(base_url: str, settings: Settings) -> CapabilityBuilder:
         limit = sub(cap, "outputLimit")
         sub(limit, "default", str(settings.sync_maxrec), unit="row")
         sub(limit, "hard", str(settings.hard_maxrec), unit="row")
+        upload_limit = sub(cap, "uploadLimit")
+        sub(upload_limit, "default", str(MAX_UPLOAD_BYTES), unit="byte")
+        sub(upload_limit, "hard", str(MAX_UPLOAD_BYTES), unit="byte")
 
     return build

@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 
 import psycopg
 from psycopg import errors, sql
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
-from vo_service.adql import Translation
 from vo_service.dali import DALIError, QueryTimeout
 from vo_service.metadata import Column
-from vo_service.votable import ResultWriter
+from vo_service.tap.query import PreparedQuery, QueryLimits
+from vo_service.tap.uploads import create_temp_tables
 
 BATCH_ROWS = 10_000
 
@@ -88,13 +87,6 @@ def resolve_fields(
     return resolved
 
 
-@dataclass(frozen=True)
-class QueryLimits:
-    maxrec: int
-    timeout_s: float
-    role: str
-
-
 def _translate_db_error(exc: psycopg.Error, limits: QueryLimits) -> DALIError:
     if isinstance(exc, errors.QueryCanceled):
         return QueryTimeout(f"query timed out after {limits.timeout_s:g} s (execution limit)")
@@ -106,48 +98,46 @@ def _translate_db_error(exc: psycopg.Error, limits: QueryLimits) -> DALIError:
     return DALIError(f"query failed: {message}", status=500)
 
 
-async def stream_query(
-    pool: AsyncConnectionPool,
-    translation: Translation,
-    writer: ResultWriter,
-    limits: QueryLimits,
-    infos: Sequence[tuple[str, str]] = (),
-) -> AsyncIterator[bytes]:
+async def stream_query(pool: AsyncConnectionPool, query: PreparedQuery) -> AsyncIterator[bytes]:
     """Yield the encoded result; the first chunk arrives only after the first batch ran."""
+    limits = query.limits
     async with pool.connection() as conn, conn.transaction():
         try:
-            await conn.execute("SET TRANSACTION READ ONLY")
+            # Uploads are written by the service's own role; then the transaction drops to
+            # the query role and becomes read-only before any user SQL runs.
+            await create_temp_tables(conn, query.uploads, limits.role)
             await conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(limits.role)))
+            await conn.execute("SET LOCAL transaction_read_only = on")
             await conn.execute(
                 sql.SQL("SET LOCAL statement_timeout = {}").format(
                     sql.Literal(int(limits.timeout_s * 1000))
                 )
             )
             cursor = conn.cursor(name="tap_result", row_factory=tuple_row)
-            await cursor.execute(translation.sql)
+            await cursor.execute(query.translation.sql)
             first = await cursor.fetchmany(min(BATCH_ROWS, limits.maxrec + 1))
         except psycopg.Error as exc:
             raise _translate_db_error(exc, limits) from None
-        fields = resolve_fields(translation.fields, cursor.description, conn)
+        fields = resolve_fields(query.translation.fields, cursor.description, conn)
         sent = 0
         batch = first
-        head = writer.head(fields, infos=infos)
+        head = query.writer.head(fields, infos=query.infos)
         try:
             while True:
                 room = limits.maxrec - sent
                 chunk = batch[:room]
                 sent += len(chunk)
                 overflow = len(batch) > room
-                body = writer.rows(chunk) if chunk else b""
+                body = query.writer.rows(chunk) if chunk else b""
                 if head:
                     body, head = head + body, b""
                 if body:
                     yield body
                 if overflow or len(batch) == 0:
-                    yield writer.tail(overflow=overflow)
+                    yield query.writer.tail(overflow=overflow)
                     break
                 batch = await cursor.fetchmany(BATCH_ROWS)
         except psycopg.Error as exc:
-            yield writer.tail(error=_translate_db_error(exc, limits).message)
+            yield query.writer.tail(error=_translate_db_error(exc, limits).message)
         finally:
             await cursor.close()

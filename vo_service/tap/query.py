@@ -6,14 +6,23 @@ empty and filled later, and both modes give the same errors for the same input.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from vo_service import adql, votable
 from vo_service.config import Settings
 from vo_service.dali import DALIError, Params
 from vo_service.metadata import catalog
 from vo_service.tap.capabilities import LANGUAGES
-from vo_service.tap.execute import QueryLimits
+from vo_service.tap.uploads import Upload, parse_upload, parse_upload_param, read_sources
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    maxrec: int
+    timeout_s: float
+    role: str
 
 
 @dataclass(frozen=True)
@@ -23,9 +32,16 @@ class PreparedQuery:
     limits: QueryLimits
     infos: tuple[tuple[str, str], ...]
     media_type: str
+    uploads: tuple[Upload, ...] = ()
 
 
-def prepare(params: Params, settings: Settings, *, timeout_s: float) -> PreparedQuery:
+async def prepare(
+    params: Params,
+    settings: Settings,
+    *,
+    timeout_s: float,
+    inline: Mapping[str, bytes | Path] | None = None,
+) -> PreparedQuery:
     lang = params.get("LANG")
     if not lang:
         raise DALIError("LANG is required (LANG=ADQL)")
@@ -43,8 +59,13 @@ def prepare(params: Params, settings: Settings, *, timeout_s: float) -> Prepared
         raise DALIError(str(exc)) from None
     maxrec = params.get_int("MAXREC")
     effective = settings.sync_maxrec if maxrec is None else min(maxrec, settings.hard_maxrec)
+    pairs = parse_upload_param(params.getlist("UPLOAD"))
+    sources = await read_sources(pairs, inline or {})
+    uploads = tuple(parse_upload(name, sources[name]) for name, _ in pairs)
     try:
-        translation = adql.translate(query, catalog(), max_rows=effective + 1)
+        translation = adql.translate(
+            query, catalog(), max_rows=effective + 1, uploads={u.name: u.table for u in uploads}
+        )
     except adql.ADQLError as exc:
         raise DALIError(str(exc)) from None
     # DALI-M6: a client that named a MIME type gets exactly that type back.
@@ -55,4 +76,5 @@ def prepare(params: Params, settings: Settings, *, timeout_s: float) -> Prepared
         limits=QueryLimits(effective, timeout_s, settings.query_role),
         infos=(("QUERY", query), ("LANG", lang)),
         media_type=media_type,
+        uploads=uploads,
     )

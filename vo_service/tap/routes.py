@@ -13,6 +13,7 @@ from vo_service.dali import error_response, read_params
 from vo_service.metadata import catalog
 from vo_service.state import AppState
 from vo_service.tap.capabilities import tap_capability
+from vo_service.tap.examples import examples_document
 from vo_service.tap.execute import stream_query
 from vo_service.tap.query import prepare
 from vo_service.urls import site_root
@@ -46,7 +47,7 @@ async def sync(request: Request) -> Response:
 async def tap_capabilities(request: Request) -> Response:
     state: AppState = request.app.state.vo
     base = base_url(request)
-    body = capabilities_document(base, [tap_capability(base, state.settings)])
+    body = capabilities_document(base, [tap_capability(base, state.settings)], examples=True)
     return Response(body, media_type=XML, headers={"Last-Modified": state.last_modified})
 
 
@@ -65,6 +66,10 @@ async def table(request: Request) -> Response:
     if found is None or not found.published:
         return error_response(f"no table {request.path_params['name']!r}", 404)
     return Response(single_table(found), media_type=XML)
+
+
+async def examples(request: Request) -> Response:
+    return Response(examples_document(), media_type="application/xhtml+xml")
 
 
 async def landing(request: Request) -> Response:
@@ -87,7 +92,7 @@ async def landing(request: Request) -> Response:
 <button type="submit">Run query</button></form>
 <h2>Tables</h2><table>{rows}</table>
 <p><a href="{base}/capabilities">capabilities</a> · <a href="{base}/availability">availability</a>
-· <a href="{base}/tables">tables</a></p></body></html>""")
+· <a href="{base}/tables">tables</a> · <a href="{base}/examples">examples</a></p></body></html>""")
 
 
 routes: list[BaseRoute] = [
@@ -97,4 +102,5 @@ routes: list[BaseRoute] = [
     Route("/availability", availability),
     Route("/tables", tables),
     Route("/tables/{name}", table),
+    Route("/examples", examples),
 ]

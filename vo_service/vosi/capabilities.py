@@ -20,7 +20,9 @@ def vosi_capability(
     sub(interface, "accessURL", url, use="full")
 
 
-def capabilities(base_url: str, builders: Sequence[CapabilityBuilder]) -> bytes:
+def capabilities(
+    base_url: str, builders: Sequence[CapabilityBuilder], *, examples: bool = False
+) -> bytes:
     """Protocol capabilities first, then capabilities, availability and tables."""
     root = etree.Element(f"{{{VOSI_CAP}}}capabilities", nsmap={"vosi": VOSI_CAP, "tr": TR, **NSMAP})
     for build in builders:
@@ -28,4 +30,9 @@ def capabilities(base_url: str, builders: Sequence[CapabilityBuilder]) -> bytes:
     vosi_capability(root, "ivo://ivoa.net/std/VOSI#capabilities", f"{base_url}/capabilities")
     vosi_capability(root, "ivo://ivoa.net/std/VOSI#availability", f"{base_url}/availability")
     vosi_capability(root, "ivo://ivoa.net/std/VOSI#tables-1.1", f"{base_url}/tables", "1.1")
+    if examples:
+        cap = sub(root, "capability", standardID="ivo://ivoa.net/std/DALI#examples")
+        interface = sub(cap, "interface")
+        xsi_type(interface, "vr:WebBrowser")
+        sub(interface, "accessURL", f"{base_url}/examples", use="full")
     return serialize(root)
