@@ -8,7 +8,9 @@ import httpx
 import pytest
 import pyvo
 from astropy.io.votable import parse_single_table
+
 from ingest.simulate import NightSummary
+from vo_service.tap.examples import EXAMPLES
 
 
 def _votable(response: httpx.Response):
@@ -36,7 +38,7 @@ def test_frame_counts_per_type_match_the_simulated_night(tap_url: str, night: Ni
 def test_TAP_M8_fields_carry_declared_metadata(tap_url: str, night: NightSummary) -> None:
     service = pyvo.dal.TAPService(tap_url)
     result = service.run_sync("SELECT TOP 3 obs_id, exptime, date_obs, pos FROM archive.frames")
-    fields = {f.name: f for f in result.votable.fields}
+    fields = {f.name: f for f in result.fielddescs}
     assert fields["exptime"].unit == "s"
     assert fields["exptime"].ucd == "time.duration;obs.exposure"
     assert fields["date_obs"].xtype == "timestamp"
@@ -46,9 +48,9 @@ def test_TAP_M8_fields_carry_declared_metadata(tap_url: str, night: NightSummary
 
 def test_TAP_M11_maxrec_overflow(tap_url: str, night: NightSummary) -> None:
     service = pyvo.dal.TAPService(tap_url)
-    with pytest.warns(pyvo.dal.exceptions.DALOverflowWarning):
-        result = service.run_sync("SELECT obs_id FROM archive.frames", maxrec=3)
+    result = service.run_sync("SELECT obs_id FROM archive.frames", maxrec=3)
     assert len(result) == 3
+    assert result.query_status == "OVERFLOW"
 
 
 def test_TAP_M11_top_below_maxrec_is_not_overflow(tap_url: str, night: NightSummary) -> None:
@@ -166,3 +168,21 @@ def test_csv_output(tap_url: str, night: NightSummary) -> None:
 
 def test_server_header_names_the_software(tap_url: str) -> None:
     assert httpx.get(f"{tap_url}/availability").headers["server"].startswith("vo-service/")
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.id)
+def test_every_published_example_runs(tap_url: str, night: NightSummary, example) -> None:
+    result = pyvo.dal.TAPService(tap_url).run_sync(example.query)
+    assert result.query_status == "OK"
+    if "POINT(" not in example.query:  # a fixed position need not hold simulated data
+        assert len(result) > 0
+
+
+def test_examples_document_is_rdfa(tap_url: str) -> None:
+    from lxml import etree
+
+    root = etree.fromstring(httpx.get(f"{tap_url}/examples").content)
+    body = root.find("{http://www.w3.org/1999/xhtml}body")
+    assert body.get("vocab") == "http://www.ivoa.net/rdf/examples#"
+    ids = [d.get("id") for d in body.iter("{http://www.w3.org/1999/xhtml}div")]
+    assert ids == [e.id for e in EXAMPLES]

@@ -51,7 +51,7 @@ EXAMPLES = (
         "SELECT s.obs_id AS science, c.obs_id AS calibration, c.frame_type\n"
         "FROM archive.frames AS s JOIN archive.frames AS c ON c.setup_key = s.setup_key\n"
         "WHERE s.frame_type = 'science_spectrum' AND c.frame_type IN ('flat', 'arc')\n"
-        "ORDER BY s.obs_id, c.frame_type",
+        "ORDER BY science, frame_type",
         ("archive.frames",),
     ),
     Example(

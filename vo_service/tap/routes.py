@@ -36,10 +36,11 @@ async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[by
 async def sync(request: Request) -> Response:
     state: AppState = request.app.state.vo
     params = await read_params(request)
-    prepared = prepare(params, state.settings, timeout_s=state.settings.sync_timeout_s)
-    stream = stream_query(
-        state.pool, prepared.translation, prepared.writer, prepared.limits, prepared.infos
+    inline = {name: await upload.read() for name, upload in params.files.items()}
+    prepared = await prepare(
+        params, state.settings, timeout_s=state.settings.sync_timeout_s, inline=inline
     )
+    stream = stream_query(state.pool, prepared)
     first = await anext(stream)
     return StreamingResponse(_prepend(first, stream), media_type=prepared.media_type)
 

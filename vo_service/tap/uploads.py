@@ -98,9 +98,11 @@ async def read_sources(pairs: Sequence[tuple[str, str]],
 
 def _column(field: object) -> Column:
     datatype = getattr(field, "datatype", None)
+    arraysize = getattr(field, "arraysize", None)
+    if datatype == "bit" and arraysize in (None, "1"):
+        datatype = "boolean"  # a single bit is a flag; astropy writes bools this way
     if datatype not in VOTABLE_DATATYPES:
         raise DALIError(f"upload column {field.name!r}: datatype {datatype} is not supported")
-    arraysize = getattr(field, "arraysize", None)
     if arraysize and "x" in str(arraysize):
         raise DALIError(f"upload column {field.name!r}: multi-dimensional arrays unsupported")
     xtype = getattr(field, "xtype", None)
@@ -110,8 +112,8 @@ def _column(field: object) -> Column:
     return Column(
         name=field.name,
         datatype=datatype,
-        arraysize=None if datatype not in ("char", "unicodeChar") and arraysize in (None, "1")
-        else (str(arraysize) if arraysize else None),
+        # arraysize="1" is deprecated (VOTable 1.3 erratum 3): a scalar has none.
+        arraysize=None if arraysize in (None, "1") else str(arraysize),
         xtype=xtype,
         unit=str(field.unit) if getattr(field, "unit", None) else None,
         ucd=getattr(field, "ucd", None),
