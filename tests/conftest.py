@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
 
@@ -32,6 +28,7 @@ if _CACHE.exists():  # reuse downloaded reference data between runs
     (_HOME / "cache").symlink_to(_CACHE)
 
 from ingest.simulate import NightSummary, simulate_night  # noqa: E402
+from tests.support import ServerProcess  # noqa: E402
 from vo_service.config import Settings, settings  # noqa: E402
 from vo_service.db import EmbeddedCluster, upgrade  # noqa: E402
 from vo_service.metadata import catalog  # noqa: E402
@@ -79,47 +76,6 @@ def night(cfg: Settings, db_url: str) -> NightSummary:
         report = ingest(connection, [summary.outdir], progress=False)
     assert not report.quarantined, report.quarantined
     return summary
-
-
-def _free_port() -> int:
-    from vo_service.db.cluster import free_port
-
-    return free_port()
-
-
-class ServerProcess:
-    """``vo-service serve`` in its own process, as users run it."""
-
-    def __init__(self, env: dict[str, str] | None = None, name: str = "server") -> None:
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log_path = Path(os.environ["VO_SERVICE_HOME"]) / f"{name}-{self.port}.log"
-        self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vo_service.cli.main", "serve", "--port", str(self.port)],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{self.base}/tap/availability", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.proc.kill()
-                raise RuntimeError("server did not start: " + self.log_path.read_text()[-3000:])
-            time.sleep(0.2)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self._log.close()
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from ingest.simulate import NightSummary
-from tests.conftest import ServerProcess
+from tests.support import ServerProcess
 
 SLOW = (
     "SELECT COUNT(*) AS n FROM archive.frames AS a, archive.frames AS b, "

@@ -1,0 +1,189 @@
+"""TAP benchmark: latency, throughput, dumps per format, async round trip, raw read rate.
+
+Run: ``.venv/bin/python tests/benchmarks/bench_tap.py [--rows N] [--big]``. It starts its
+own PostgreSQL cluster and server in a temporary VO_SERVICE_HOME, fills ``archive.frames``
+with N synthetic rows, and prints measured figures. When GAVO DaCHS is installed and
+serving (``--dachs URL``), the same queries run against it and ratios are printed; without
+it the figures measured for DaCHS 2.7 on this kind of machine are shown for reference.
+Figures only: nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+HOME = Path(tempfile.mkdtemp(prefix="vo-bench-"))
+HOME.chmod(0o755)
+os.environ["VO_SERVICE_HOME"] = str(HOME)
+os.environ.pop("DATABASE_URL", None)
+
+import httpx  # noqa: E402
+import psycopg  # noqa: E402
+import pyvo  # noqa: E402
+
+from tests.support import ServerProcess  # noqa: E402
+from vo_service.config import settings  # noqa: E402
+from vo_service.db import EmbeddedCluster, upgrade  # noqa: E402
+from vo_service.metadata import catalog  # noqa: E402
+
+DACHS_REFERENCE = {
+    "tiny query latency (ms)": "43-61",
+    "requests/s at concurrency 4": "22.7",
+    "100k rows BINARY2 (s)": "1.1-1.4",
+    "async round trip (s)": "2.9-3.2",
+}
+FORMATS = ["votable", "votable/b2", "votable/bin", "votable/td", "csv", "tsv", "parquet"]
+TINY = "SELECT TOP 10 * FROM archive.frames"
+
+
+def fill(url: str, rows: int) -> None:
+    """Synthetic frames spread over the sky; headers empty (they are not published)."""
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            """
+            INSERT INTO archive.frames (obs_id, file_name, path, file_size, sha256, frame_type,
+                object, proposal_id, instrument, camera, binning_x, binning_y, gain, rdnoise,
+                date_obs, mjd_obs, night, exptime, ra, dec, pos, setup_key, ingested_at,
+                header)
+            SELECT 'b' || g, 'b' || g || '.fits', '/bench/b' || g || '.fits', 16000000,
+                md5(g::text) || md5((-g)::text), (ARRAY['bias','flat','arc',
+                'science_spectrum','science_image'])[1 + g %% 5], 'target ' || (g %% 500),
+                'SOAR2024A-' || lpad((g %% 40)::text, 3, '0'), 'Goodman Spectrograph', 'Red',
+                2, 2, 1.48, 3.89, timestamp '2024-01-01' + g * interval '37 seconds',
+                60310 + g * 37.0 / 86400, '2024-01-01', (g %% 600)::float8,
+                ra, dec, spoint(radians(ra), radians(dec)), 'Red|2x2', now(), '{}'::jsonb
+            FROM (SELECT g, (g * 137.508) %% 360 AS ra,
+                         degrees(asin(2 * ((g * 0.618034) %% 1) - 1)) AS dec
+                  FROM generate_series(1, %s) AS g) AS s
+            """,
+            [rows],
+        )
+        conn.execute("ANALYZE archive.frames")
+
+
+def timed(fn, repeat: int = 1) -> list[float]:
+    out = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+async def throughput(url: str, concurrency: int, total: int) -> float:
+    params = {"LANG": "ADQL", "QUERY": TINY}
+    async with httpx.AsyncClient(timeout=60) as client:
+        queue = iter(range(total))
+
+        async def worker() -> None:
+            for _ in queue:
+                response = await client.get(f"{url}/sync", params=params)
+                response.raise_for_status()
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return total / (time.perf_counter() - start)
+
+
+def bench_service(tap: str, rows: int, label: str) -> dict[str, float]:
+    figures: dict[str, float] = {}
+    client = httpx.Client(timeout=600)
+    params = {"LANG": "ADQL", "QUERY": TINY}
+    client.get(f"{tap}/sync", params=params)  # warm-up
+    latencies = timed(lambda: client.get(f"{tap}/sync", params=params).raise_for_status(), 50)
+    figures["tiny query latency (ms)"] = statistics.median(latencies) * 1000
+    for concurrency in (1, 4, 16):
+        rate = asyncio.run(throughput(tap, concurrency, 200))
+        figures[f"requests/s at concurrency {concurrency}"] = rate
+    cone = ("SELECT obs_id, ra, dec FROM archive.frames WHERE "
+            "CONTAINS(pos, CIRCLE('ICRS', 180.0, 10.0, 0.1)) = 1")  # fmt: skip
+    cone_times = timed(lambda: client.get(f"{tap}/sync", params={
+        "LANG": "ADQL", "QUERY": cone}).raise_for_status(), 20)  # fmt: skip
+    figures["cone r=0.1 deg latency (ms)"] = statistics.median(cone_times) * 1000
+    dump = f"SELECT TOP {rows} * FROM archive.frames"
+    for fmt in FORMATS:
+        size = 0
+
+        def fetch(fmt: str = fmt) -> None:
+            nonlocal size
+            with client.stream(
+                "GET",
+                f"{tap}/sync",
+                params={"LANG": "ADQL", "QUERY": dump, "MAXREC": str(rows), "FORMAT": fmt},
+            ) as r:
+                r.raise_for_status()
+                size = sum(len(c) for c in r.iter_bytes())  # fmt: skip
+
+        best = min(timed(fetch, 3))
+        figures[f"{rows // 1000}k rows {fmt} (s)"] = best
+        figures[f"{rows // 1000}k rows {fmt} (MB)"] = size / 1e6
+    service = pyvo.dal.TAPService(tap)
+    rounds = timed(lambda: service.run_async("SELECT TOP 100 obs_id FROM archive.frames"), 5)
+    figures["async round trip (s)"] = statistics.median(rounds)
+    print(f"\n== {label} ==")
+    for key, value in figures.items():
+        print(f"{key:42s} {value:12.3f}")
+    return figures
+
+
+def raw_read_rate(url: str, rows: int) -> float:
+    columns = ", ".join(c.name for c in catalog().table("archive.frames").published_columns
+                        if c.name != "pos")  # fmt: skip
+    with psycopg.connect(url) as conn, conn.cursor(name="raw", binary=True) as cur:
+        start = time.perf_counter()
+        cur.execute(f"SELECT {columns}, long(pos), lat(pos) FROM archive.frames LIMIT {rows}")
+        count = 0
+        while batch := cur.fetchmany(10_000):
+            count += len(batch)
+        return count / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--dachs", help="TAP URL of a DaCHS serving the same data")
+    args = parser.parse_args()
+    cfg = settings()
+    cluster = EmbeddedCluster(cfg.home)
+    cluster.start()
+    server = None
+    try:
+        url = cluster.url()
+        with psycopg.connect(url) as conn:
+            upgrade(conn, catalog(), cfg.query_role)
+        fill(url, args.rows)
+        os.environ["VO_SERVICE_MAXREC"] = str(args.rows)
+        server = ServerProcess(name="bench")
+        ours = bench_service(f"{server.base}/tap", args.rows, "vo-service")
+        raw = raw_read_rate(url, args.rows)
+        b2 = ours[f"{args.rows // 1000}k rows votable (s)"]
+        print(f"{'raw psycopg binary read (rows/s)':42s} {raw:12.0f}")
+        print(f"{'BINARY2 stream rate vs raw read':42s} {(args.rows / b2) / raw:12.2%}")
+        if args.dachs:
+            theirs = bench_service(args.dachs, args.rows, "DaCHS")
+            print("\n== ratios (vo-service / DaCHS) ==")
+            for key in ours.keys() & theirs.keys():
+                print(f"{key:42s} {ours[key] / theirs[key]:12.3f}")
+        else:
+            print("\n== DaCHS 2.7 reference figures (measured earlier on this machine kind) ==")
+            for key, value in DACHS_REFERENCE.items():
+                print(f"{key:42s} {value:>12s}")
+    finally:
+        if server is not None:
+            server.stop()
+        cluster.stop()
+        shutil.rmtree(HOME, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
