@@ -12,6 +12,7 @@ HTTP status; errors later in the stream close the table and append an ERROR INFO
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Sequence
 
@@ -24,8 +25,10 @@ from vo_service.dali import DALIError, QueryTimeout
 from vo_service.metadata import Column
 from vo_service.tap.query import PreparedQuery, QueryLimits
 from vo_service.tap.uploads import create_temp_tables
+from vo_service.votable import ResultWriter
 
 BATCH_ROWS = 10_000
+THREAD_ROWS = 2_000
 
 # PostgreSQL result type → (VOTable datatype, arraysize, xtype) for columns whose type the
 # ADQL translation could not infer (expressions) or where PostgreSQL knows better.
@@ -98,22 +101,38 @@ def _translate_db_error(exc: psycopg.Error, limits: QueryLimits) -> DALIError:
     return DALIError(f"query failed: {message}", status=500)
 
 
+async def _encode(writer: ResultWriter, rows: list[tuple]) -> bytes:
+    """Big batches are encoded in a thread: numpy releases the GIL, the event loop stays free."""
+    if not rows:
+        return b""
+    if len(rows) < THREAD_ROWS:
+        return writer.rows(rows)
+    return await asyncio.to_thread(writer.rows, rows)
+
+
 async def stream_query(pool: AsyncConnectionPool, query: PreparedQuery) -> AsyncIterator[bytes]:
     """Yield the encoded result; the first chunk arrives only after the first batch ran."""
     limits = query.limits
+    writer = query.writer
+    top = query.translation.top
+    # A result known to be small is read in one round trip; anything else is streamed
+    # from a server-side cursor.
+    small = limits.maxrec < BATCH_ROWS or (top is not None and top < BATCH_ROWS)
     async with pool.connection() as conn, conn.transaction():
         try:
             # Uploads are written by the service's own role; then the transaction drops to
             # the query role and becomes read-only before any user SQL runs.
             await create_temp_tables(conn, query.uploads, limits.role)
-            await conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(limits.role)))
-            await conn.execute("SET LOCAL transaction_read_only = on")
             await conn.execute(
-                sql.SQL("SET LOCAL statement_timeout = {}").format(
-                    sql.Literal(int(limits.timeout_s * 1000))
-                )
+                sql.SQL(
+                    "SET LOCAL ROLE {}; SET LOCAL transaction_read_only = on; "
+                    "SET LOCAL statement_timeout = {}"
+                ).format(sql.Identifier(limits.role), sql.Literal(int(limits.timeout_s * 1000)))
             )
-            cursor = conn.cursor(name="tap_result", row_factory=tuple_row)
+            if small:
+                cursor = conn.cursor(row_factory=tuple_row)
+            else:
+                cursor = conn.cursor(name="tap_result", row_factory=tuple_row)
             await cursor.execute(query.translation.sql)
             first = await cursor.fetchmany(min(BATCH_ROWS, limits.maxrec + 1))
         except psycopg.Error as exc:
@@ -121,23 +140,26 @@ async def stream_query(pool: AsyncConnectionPool, query: PreparedQuery) -> Async
         fields = resolve_fields(query.translation.fields, cursor.description, conn)
         sent = 0
         batch = first
-        head = query.writer.head(fields, infos=query.infos)
+        head = writer.head(fields, infos=query.infos)
         try:
             while True:
                 room = limits.maxrec - sent
                 chunk = batch[:room]
                 sent += len(chunk)
                 overflow = len(batch) > room
-                body = query.writer.rows(chunk) if chunk else b""
+                body = await _encode(writer, chunk)
                 if head:
                     body, head = head + body, b""
                 if body:
                     yield body
-                if overflow or len(batch) == 0:
-                    yield query.writer.tail(overflow=overflow)
+                if overflow or len(batch) == 0 or (small and len(batch) < BATCH_ROWS):
+                    yield writer.tail(overflow=overflow)
                     break
                 batch = await cursor.fetchmany(BATCH_ROWS)
         except psycopg.Error as exc:
-            yield query.writer.tail(error=_translate_db_error(exc, limits).message)
+            error = _translate_db_error(exc, limits)
+            if not writer.in_band_status:
+                raise error from None  # CSV/TSV: a cut connection, never a truncated "success"
+            yield writer.tail(error=error.message)
         finally:
             await cursor.close()
