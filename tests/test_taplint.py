@@ -18,7 +18,9 @@ def taplint_report(tap_url: str, night: NightSummary) -> dict[str, list[str]]:
     stilts = shutil.which("stilts")
     assert stilts, "stilts is installed by deploy/bootstrap.sh"
     proc = subprocess.run(
-        [stilts, "taplint", f"tapurl={tap_url}", "report=EWF", "maxtable=20"],
+        # LOC validates ObsLocTAP (observation planning), a data model this service does
+        # not claim; every other default stage runs.
+        [stilts, "taplint", f"tapurl={tap_url}", "stages=-LOC", "report=EWF", "maxtable=20"],
         capture_output=True,
         text=True,
         timeout=900,
@@ -40,5 +42,9 @@ def test_taplint_reports_no_errors(taplint_report: dict[str, list[str]]) -> None
 
 
 def test_taplint_reports_no_failed_stages(taplint_report: dict[str, list[str]]) -> None:
-    # F_NOUP (no upload declared) is the one stage we may skip until uploads exist.
-    assert [f for f in taplint_report["F"] if "NOUP" not in f] == []
+    assert taplint_report["F"] == []
+
+
+def test_taplint_warnings_within_target(taplint_report: dict[str, list[str]]) -> None:
+    # DaCHS 2.7 gives 31 warnings on its own service; we aim at five at most.
+    assert len(taplint_report["W"]) <= 5, taplint_report["W"]

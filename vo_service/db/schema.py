@@ -21,6 +21,7 @@ import psycopg
 from psycopg import sql
 
 import schemas
+from vo_service.adql.reserved import published_name
 from vo_service.metadata import Catalog, Column, Table
 
 _LOCK_KEY = 0x766F5F736368  # "vo_sch": serialises concurrent upgrades
@@ -205,7 +206,7 @@ def tap_schema_rows(catalog: Catalog) -> dict[str, list[tuple]]:
             rows["columns"].append(
                 (
                     table.qualified_name,
-                    col.name,
+                    published_name(col.name),
                     col.utype,
                     col.ucd,
                     col.unit,

@@ -48,10 +48,10 @@ EXAMPLES = (
         "calibrations-for-setup",
         "Calibrations matching a science frame",
         "Biases, flats and arcs taken with the same setup as each science spectrum.",
-        "SELECT s.obs_id AS science, c.obs_id AS calibration, c.frame_type\n"
+        "SELECT s.obs_id AS science, c.obs_id AS calibration, c.frame_type AS cal_type\n"
         "FROM archive.frames AS s JOIN archive.frames AS c ON c.setup_key = s.setup_key\n"
         "WHERE s.frame_type = 'science_spectrum' AND c.frame_type IN ('flat', 'arc')\n"
-        "ORDER BY science, frame_type",
+        "ORDER BY science, cal_type",
         ("archive.frames",),
     ),
     Example(

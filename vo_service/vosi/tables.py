@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from lxml import etree
 
+from vo_service.adql.reserved import published_name
 from vo_service.metadata import Catalog, Column, Table
 from vo_service.xml import NSMAP, VOSI_TABLES, serialize, sub, xsi_type
 
 
 def _column(parent: etree._Element, table: Table, col: Column) -> None:
     el = sub(parent, "column", std="true" if col.std else None)
-    sub(el, "name", col.name)
+    sub(el, "name", published_name(col.name))
     if col.description:
         sub(el, "description", col.description)
     for tag in ("unit", "ucd", "utype"):
