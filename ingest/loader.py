@@ -141,7 +141,11 @@ def inspect(path: Path) -> Inspected:
         return Inspected(path, size, sha, reason=str(exc))
 
 
-_FRAME_COLUMNS = [c.name for c in catalog().table("archive.frames").columns if c.name != "frame_id"]
+# Columns the loader fills from the file; the database derives the rest (id, release).
+_DERIVED = frozenset({"frame_id", "release_date", "release_fixed"})
+_FRAME_COLUMNS = [
+    c.name for c in catalog().table("archive.frames").columns if c.name not in _DERIVED
+]
 
 
 def _frame_row(item: Inspected) -> tuple:
@@ -227,11 +231,14 @@ def _copy_frames(conn: psycopg.Connection, rows: list[tuple]) -> None:
         for c in _FRAME_COLUMNS
         if c != "path"
     )
+    release = sql.SQL("auth.release_date_for(frame_type, date_obs, proposal_id)")
     conn.execute(
         sql.SQL(
-            "INSERT INTO archive.frames ({cols}) SELECT {cols} FROM frames_stage "
-            "ON CONFLICT (path) DO UPDATE SET {updates}"
-        ).format(cols=columns, updates=updates)
+            "INSERT INTO archive.frames ({cols}, release_date) SELECT {cols}, {release} "
+            "FROM frames_stage ON CONFLICT (path) DO UPDATE SET {updates}, release_date = "
+            "CASE WHEN frames.release_fixed THEN frames.release_date "
+            "ELSE excluded.release_date END"
+        ).format(cols=columns, updates=updates, release=release)
     )
 
 

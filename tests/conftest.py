@@ -89,3 +89,18 @@ def server(db_url: str, night: NightSummary) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def tap_url(server: str) -> str:
     return f"{server}/tap"
+
+
+@pytest.fixture(scope="session")
+def user_auth(db_url: str) -> tuple[str, str]:
+    """A plain registered user, as (username, password) for HTTP Basic."""
+    import asyncio
+
+    from vo_service.auth import accounts
+
+    async def create() -> None:
+        async with await psycopg.AsyncConnection.connect(db_url) as conn, conn.transaction():
+            await accounts.add_user(conn, "jobuser", "jobs@example.org", "Spectra-Flux-900")
+
+    asyncio.run(create())
+    return ("jobuser", "Spectra-Flux-900")

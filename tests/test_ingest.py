@@ -6,11 +6,21 @@ import shutil
 from pathlib import Path
 
 import psycopg
+import pytest
 from astropy.io import fits
-from ingest.simulate import NightSummary
 
 from ingest.classify import classify
 from ingest.loader import ingest
+from ingest.simulate import NightSummary
+
+
+@pytest.fixture(autouse=True)
+def _forget_scratch_frames(db_url: str, tmp_path: Path):
+    """Frames a test ingests from its tmp_path leave the shared archive afterwards."""
+    yield
+    with psycopg.connect(db_url) as conn:
+        conn.execute("DELETE FROM archive.frames WHERE path LIKE %s", [f"{tmp_path}%"])
+        conn.execute("DELETE FROM internal.quarantine WHERE path LIKE %s", [f"{tmp_path}%"])
 
 
 def _frame_count(conn: psycopg.Connection) -> int:

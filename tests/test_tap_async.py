@@ -187,21 +187,34 @@ def test_UWS_M9_wait_blocks_until_the_phase_changes(tap_url: str, night: NightSu
     assert time.monotonic() - started < 5
 
 
-def test_UWS_S1_job_list_filters(tap_url: str) -> None:
-    before = httpx.get(f"{tap_url}/async")
-    assert before.status_code == 200
-    marker = _create(tap_url, QUERY="SELECT TOP 1 obs_id FROM archive.frames")
+def test_UWS_S1_job_list_filters(tap_url: str, user_auth: tuple[str, str]) -> None:
+    def listing(**params: str) -> etree._Element:
+        response = httpx.get(f"{tap_url}/async", params=params, auth=user_auth)
+        assert response.status_code == 200
+        return etree.fromstring(response.content)
+
+    created = httpx.post(
+        f"{tap_url}/async",
+        data={"LANG": "ADQL", "QUERY": "SELECT TOP 1 obs_id FROM archive.frames"},
+        auth=user_auth,
+    )
+    marker = created.headers["location"]
     marker_id = marker.rsplit("/", 1)[1]
-    created = _job(marker).findtext(f"{UWS}creationTime")
-    pending = etree.fromstring(httpx.get(f"{tap_url}/async", params={"PHASE": "PENDING"}).content)
+    stamp = etree.fromstring(httpx.get(marker, auth=user_auth).content)
+    created_at = stamp.findtext(f"{UWS}creationTime")
+    pending = listing(PHASE="PENDING")
     assert marker_id in {r.get("id") for r in pending}
     assert all(r.findtext(f"{UWS}phase") == "PENDING" for r in pending)
-    last = etree.fromstring(httpx.get(f"{tap_url}/async", params={"LAST": "1"}).content)
-    assert [r.get("id") for r in last] == [marker_id]
-    after = etree.fromstring(httpx.get(f"{tap_url}/async", params={"AFTER": created}).content)
-    assert marker_id not in {r.get("id") for r in after}
-    bad = httpx.get(f"{tap_url}/async", params={"PHASE": "SLEEPING"})
+    assert [r.get("id") for r in listing(LAST="1")] == [marker_id]
+    assert marker_id not in {r.get("id") for r in listing(AFTER=created_at)}
+    bad = httpx.get(f"{tap_url}/async", params={"PHASE": "SLEEPING"}, auth=user_auth)
     assert bad.status_code == 400
+
+
+def test_anonymous_job_list_shows_no_jobs(tap_url: str) -> None:
+    _create(tap_url, QUERY="SELECT TOP 1 obs_id FROM archive.frames")
+    root = etree.fromstring(httpx.get(f"{tap_url}/async").content)
+    assert root.findall(f"{UWS}jobref") == []
 
 
 def test_destruction_can_be_set_and_sweeper_removes_jobs(tap_url: str, db_url: str) -> None:

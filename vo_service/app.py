@@ -15,6 +15,7 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vo_service import __version__
+from vo_service.auth.identity import Authentication, owner_name
 from vo_service.config import Settings
 from vo_service.dali import DALIError, error_response
 from vo_service.state import AppState
@@ -77,6 +78,7 @@ def create_app(settings: Settings, database_url: str) -> Starlette:
         "/tap/async",
         default_duration=int(settings.async_timeout_s),
         retention=timedelta(days=settings.async_retention_days),
+        owner_of=owner_name,
     )
 
     @asynccontextmanager
@@ -101,5 +103,6 @@ def create_app(settings: Settings, database_url: str) -> Starlette:
         exception_handlers={DALIError: dali_error, Exception: unexpected_error},
         lifespan=lifespan,
     )
+    app.add_middleware(Authentication)
     app.add_middleware(ServerHeader)
     return app

@@ -78,7 +78,11 @@ class Params:
 
 
 async def read_params(request: Request) -> Params:
-    """Query string plus, for POST, the urlencoded or multipart body."""
+    """Query string plus, for POST, the urlencoded or multipart body.
+
+    A form posted with a session cookie must carry that session's CSRF token, unless the
+    authentication middleware already saw it in the X-CSRF-Token header.
+    """
     items = list(request.query_params.multi_items())
     files: dict[str, UploadFile] = {}
     if request.method == "POST":
@@ -91,6 +95,12 @@ async def read_params(request: Request) -> Params:
                 files[key] = value
             else:
                 items.append((key, value))
+    expected = request.scope.get("vo.csrf")
+    if expected is not None:
+        given = [v for k, v in items if k.lower() == "csrf_token"]
+        if given != [expected]:
+            raise DALIError("missing or wrong CSRF token for a session-authenticated post", 403)
+        items = [(k, v) for k, v in items if k.lower() != "csrf_token"]
     return Params(items, files)
 
 

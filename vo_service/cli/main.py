@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import getpass
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from vo_service import __version__
+from vo_service.auth.accounts import AccountError
 from vo_service.config import Settings, settings
 
 
@@ -118,9 +121,9 @@ def cmd_serve(args: argparse.Namespace, cfg: Settings) -> int:
 
 def cmd_demo(args: argparse.Namespace, cfg: Settings) -> int:
     import psycopg
-    from ingest.simulate import simulate_night
 
     from ingest.loader import ingest
+    from ingest.simulate import simulate_night
 
     night = cfg.home / "demo" / "night"
 
@@ -147,6 +150,75 @@ def cmd_adql(args: argparse.Namespace, cfg: Settings) -> int:
     except adql.ADQLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _accounts(cfg: Settings, action: Callable[..., Awaitable[object]]) -> object:
+    """Run one account change in its own transaction against the service database."""
+    import psycopg
+
+    from vo_service.db import database
+
+    async def run(url: str) -> object:
+        async with await psycopg.AsyncConnection.connect(url) as conn, conn.transaction():
+            return await action(conn)
+
+    with database(cfg) as url:
+        return asyncio.run(run(url))
+
+
+def _password(args: argparse.Namespace) -> str | None:
+    if args.no_password:
+        return None
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise AccountError("the two passwords differ")
+    return first
+
+
+def cmd_user(args: argparse.Namespace, cfg: Settings) -> int:
+    from vo_service.auth import accounts
+
+    password = _password(args)
+    user = _accounts(cfg, lambda c: accounts.add_user(c, args.username, args.email, password,
+                                                      staff=args.staff))  # fmt: skip
+    print(f"user {args.username} created (id {user})")
+    return 0
+
+
+def cmd_proposal(args: argparse.Namespace, cfg: Settings) -> int:
+    from vo_service.auth import accounts
+
+    _accounts(cfg, lambda c: accounts.add_proposal(
+        c, args.code, args.pi, title=args.title, semester=args.semester,
+        proprietary_months=args.months))  # fmt: skip
+    print(f"proposal {args.code} registered, PI {args.pi}")
+    return 0
+
+
+def cmd_member(args: argparse.Namespace, cfg: Settings) -> int:
+    from vo_service.auth import accounts
+
+    member = _accounts(cfg, lambda c: accounts.add_member(c, args.code, args.who))
+    assert isinstance(member, accounts.NewMember)
+    print(f"{args.who} is a collaborator of {args.code}")
+    if member.invitation:
+        print(f"invitation token (give it to the new user; shown once): {member.invitation}")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace, cfg: Settings) -> int:
+    from vo_service.auth import accounts
+
+    if args.action == "create":
+        token_id, token = _accounts(cfg, lambda c: accounts.create_token(c, args.user, args.name))
+        print(f"token {token_id} for {args.user} (shown once, keep it secret):")
+        print(token)
+    else:
+        _accounts(cfg, lambda c: accounts.revoke_token(c, int(args.token_id)))
+        print(f"token {args.token_id} revoked")
     return 0
 
 
@@ -188,6 +260,43 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--seed", type=int, default=1, help="seed of the demo night")
         p.set_defaults(func=func)
 
+    p = sub.add_parser("user", help="manage user accounts (staff)")
+    users = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = users.add_parser("add", help="create a user; asks for the password")
+    q.add_argument("username")
+    q.add_argument("--email", required=True)
+    q.add_argument("--staff", action="store_true", help="staff see and manage everything")
+    q.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    q.add_argument("--no-password", action="store_true", help="token or invitation only")
+    q.set_defaults(func=cmd_user)
+
+    p = sub.add_parser("proposal", help="manage observing proposals (staff)")
+    proposals = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = proposals.add_parser("add", help="register a proposal with its PI")
+    q.add_argument("code", help="proposal code, e.g. SOAR2020B-008")
+    q.add_argument("--pi", required=True, help="username or e-mail of the PI")
+    q.add_argument("--title", default="")
+    q.add_argument("--semester")
+    q.add_argument("--months", type=int, default=12, help="proprietary period (default 12)")
+    q.set_defaults(func=cmd_proposal)
+
+    p = sub.add_parser("member", help="manage proposal members (staff)")
+    members = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = members.add_parser("add", help="add a collaborator; unknown e-mails are invited")
+    q.add_argument("code")
+    q.add_argument("who", help="username or e-mail")
+    q.set_defaults(func=cmd_member)
+
+    p = sub.add_parser("token", help="create or revoke API tokens (staff)")
+    tokens = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = tokens.add_parser("create", help="a new token for a user, printed once")
+    q.add_argument("user")
+    q.add_argument("--name", default="", help="a label for the token")
+    q.set_defaults(func=cmd_token)
+    q = tokens.add_parser("revoke", help="revoke a token at once")
+    q.add_argument("token_id")
+    q.set_defaults(func=cmd_token)
+
     p = sub.add_parser("adql", help="translate an ADQL query to SQL, or just check it")
     p.add_argument("--parse-only", action="store_true", help="only check the syntax")
     p.add_argument("query", metavar="QUERY")
@@ -202,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args.func(args, settings()))
-    except (ClusterError, FileNotFoundError) as exc:
+    except (ClusterError, FileNotFoundError, AccountError) as exc:
         print(f"vo-service: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

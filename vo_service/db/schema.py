@@ -7,8 +7,8 @@ under an advisory lock, so several service processes starting together do not ra
    version forward — a fresh database is stamped with all of them instead;
 2. declared tables are created, and declared columns and indexes missing from an existing
    table are added (purely additive: drops and renames belong in a migration);
-3. idempotent definitions (``schemas/sql``) are re-applied;
-4. the query role gets SELECT on exactly the published columns, nothing else;
+3. the query role gets SELECT on exactly the published columns, nothing else;
+4. idempotent definitions (``schemas/sql``: functions, row-level security) are re-applied;
 5. ``TAP_SCHEMA`` is rewritten from the declarations.
 """
 
@@ -144,9 +144,11 @@ def apply_migrations(conn: psycopg.Connection) -> list[str]:
     return applied
 
 
-def apply_definitions(conn: psycopg.Connection) -> None:
+def apply_definitions(conn: psycopg.Connection, query_role: str) -> None:
+    """Re-run every definition file; ``:query_role`` becomes the quoted role name."""
+    role = sql.Identifier(query_role).as_string(conn)
     for path in sorted(schemas.SQL_DIR.glob("*.sql")):
-        conn.execute(path.read_text())
+        conn.execute(path.read_text().replace(":query_role", role))
 
 
 def grant_query_role(conn: psycopg.Connection, catalog: Catalog, role: str) -> None:
@@ -255,7 +257,7 @@ def upgrade(conn: psycopg.Connection, catalog: Catalog, query_role: str) -> list
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_sphere")
         applied = apply_migrations(conn)
         sync_tables(conn, catalog)
-        apply_definitions(conn)
         grant_query_role(conn, catalog, query_role)
+        apply_definitions(conn, query_role)
         write_tap_schema(conn, catalog)
     return applied

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from psycopg_pool import AsyncConnectionPool
 
+from vo_service.auth.identity import user_id_of
 from vo_service.config import Settings
 from vo_service.dali import DALIError, Params
 from vo_service.tap.execute import stream_query
@@ -31,7 +32,10 @@ class TapQueryJob:
             inline = {
                 p.name: workdir / "parameters" / p.name for p in job.parameters if p.by_reference
             }
-            prepared = await prepare(params, self.settings, timeout_s=timeout, inline=inline)
+            prepared = await prepare(
+                params, self.settings, timeout_s=timeout, inline=inline,
+                user_id=await user_id_of(self.pool, job.owner),
+            )
             partial = workdir / f".{RESULT_FILE}.partial"
             with partial.open("wb") as out:
                 async for chunk in stream_query(self.pool, prepared):

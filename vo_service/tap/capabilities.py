@@ -11,6 +11,11 @@ from vo_service.vosi.capabilities import CapabilityBuilder
 from vo_service.xml import sub, xsi_type
 
 ADQL_VERSIONS = (("2.0", "ivo://ivoa.net/std/ADQL#v2.0"), ("2.1", "ivo://ivoa.net/std/ADQL#v2.1"))
+SECURITY_METHODS = (
+    "ivo://ivoa.net/sso#BasicAA",
+    "ivo://ivoa.net/sso#token",
+    "ivo://ivoa.net/sso#cookie",
+)
 LANGUAGES = frozenset({"ADQL", *(f"ADQL-{v}" for v, _ in ADQL_VERSIONS)})
 
 
@@ -21,6 +26,10 @@ def tap_capability(base_url: str, settings: Settings) -> CapabilityBuilder:
         interface = sub(cap, "interface", role="std", version="1.1")
         xsi_type(interface, "vs:ParamHTTP")
         sub(interface, "accessURL", base_url, use="base")
+        # TAP-M2: every method works on the same URLs; no credentials means anonymous.
+        sub(interface, "securityMethod")
+        for method in SECURITY_METHODS:
+            sub(interface, "securityMethod", standardID=method)
         language = sub(cap, "language")
         sub(language, "name", "ADQL")
         for version, ivo_id in ADQL_VERSIONS:

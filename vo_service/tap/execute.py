@@ -17,11 +17,12 @@ import dataclasses
 from collections.abc import AsyncIterator, Sequence
 
 import psycopg
-from psycopg import errors, sql
+from psycopg import errors
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from vo_service.dali import DALIError, QueryTimeout
+from vo_service.db.reader import enter_reader
 from vo_service.metadata import Column
 from vo_service.tap.query import PreparedQuery, QueryLimits
 from vo_service.tap.uploads import create_temp_tables
@@ -123,12 +124,7 @@ async def stream_query(pool: AsyncConnectionPool, query: PreparedQuery) -> Async
             # Uploads are written by the service's own role; then the transaction drops to
             # the query role and becomes read-only before any user SQL runs.
             await create_temp_tables(conn, query.uploads, limits.role)
-            await conn.execute(
-                sql.SQL(
-                    "SET LOCAL ROLE {}; SET LOCAL transaction_read_only = on; "
-                    "SET LOCAL statement_timeout = {}"
-                ).format(sql.Identifier(limits.role), sql.Literal(int(limits.timeout_s * 1000)))
-            )
+            await enter_reader(conn, limits.role, query.user_id, limits.timeout_s)
             if small:
                 cursor = conn.cursor(row_factory=tuple_row)
             else:

@@ -33,6 +33,7 @@ class PreparedQuery:
     infos: tuple[tuple[str, str], ...]
     media_type: str
     uploads: tuple[Upload, ...] = ()
+    user_id: int | None = None
 
 
 async def prepare(
@@ -41,6 +42,7 @@ async def prepare(
     *,
     timeout_s: float,
     inline: Mapping[str, bytes | Path] | None = None,
+    user_id: int | None = None,
 ) -> PreparedQuery:
     lang = params.get("LANG")
     if not lang:
@@ -77,4 +79,5 @@ async def prepare(
         infos=(("QUERY", query), ("LANG", lang)),
         media_type=media_type,
         uploads=uploads,
+        user_id=user_id,
     )

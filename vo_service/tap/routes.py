@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
+from vo_service.auth.identity import identity_of
 from vo_service.dali import error_response, read_params
 from vo_service.metadata import catalog
 from vo_service.state import AppState
@@ -37,8 +38,13 @@ async def sync(request: Request) -> Response:
     state: AppState = request.app.state.vo
     params = await read_params(request)
     inline = {name: await upload.read() for name, upload in params.files.items()}
+    identity = identity_of(request.scope)
     prepared = await prepare(
-        params, state.settings, timeout_s=state.settings.sync_timeout_s, inline=inline
+        params,
+        state.settings,
+        timeout_s=state.settings.sync_timeout_s,
+        inline=inline,
+        user_id=identity.user_id if identity else None,
     )
     stream = stream_query(state.pool, prepared)
     first = await anext(stream)

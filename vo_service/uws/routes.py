@@ -121,6 +121,11 @@ class UWSService:
             after_time = parse_instant(after) if after else None
         except ValueError:
             raise UWSError(f"AFTER must be an ISO 8601 instant, not {after!r}") from None
+        owner = self.owner_of(request)
+        if owner is None:
+            # Anonymous jobs are reachable by their unguessable URL only: listing them would
+            # show one anonymous user the queries of all others.
+            return Response(job_list([], self.jobs_url(request)), media_type=XML)
         jobs = await self.store.list(
             self.job_type,
             self.owner_of(request),

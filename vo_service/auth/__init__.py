@@ -1,0 +1,1 @@
+"""Users, passwords, tokens and request identity; the database enforces what they may see."""

@@ -1,0 +1,188 @@
+"""Who is asking: one middleware resolves every request's identity, on every URL.
+
+VO clients authenticate in the ways they know, all on the same URLs (TAP-M2):
+``Authorization: Bearer <token>`` (pyvo, scripts), HTTP Basic (TOPCAT, STILTS), and the
+``vo_session`` cookie of the web pages, whose state-changing requests must also carry the
+session's CSRF token. No credentials means anonymous; wrong credentials are refused with
+401 rather than silently downgraded to anonymous. The identity only *names* the user: what
+the user may read is decided by PostgreSQL's row-level security (``schemas/sql``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import time
+from dataclasses import dataclass
+from http.cookies import SimpleCookie
+
+from psycopg_pool import AsyncConnectionPool
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from vo_service.auth.passwords import verify_password
+from vo_service.auth.tokens import digest
+from vo_service.dali import error_response
+
+SESSION_COOKIE = "vo_session"
+CSRF_HEADER = "x-csrf-token"
+REALM = 'Basic realm="vo-service", charset="UTF-8"'
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_BASIC_CACHE_S = 300.0
+
+
+@dataclass(frozen=True)
+class Identity:
+    user_id: int
+    username: str
+    is_staff: bool
+
+
+class AuthenticationFailed(Exception):
+    pass
+
+
+class _BasicCache:
+    """scrypt is slow on purpose; TOPCAT sends Basic with every request. Cache successes,
+    keyed by the stored hash too, so a changed password invalidates at once."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[float, Identity]] = {}
+
+    def get(self, key: str) -> Identity | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] < time.monotonic():
+            self._entries.pop(key, None)
+            return None
+        return entry[1]
+
+    def put(self, key: str, identity: Identity) -> None:
+        if len(self._entries) > 10_000:
+            self._entries.clear()
+        self._entries[key] = (time.monotonic() + _BASIC_CACHE_S, identity)
+
+
+_basic_cache = _BasicCache()
+
+
+async def identity_from_token(pool: AsyncConnectionPool, token: str) -> Identity | None:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "UPDATE auth.tokens AS t SET last_used = now() FROM auth.users AS u "
+            "WHERE t.token_hash = %s AND t.revoked_at IS NULL AND u.user_id = t.user_id "
+            "AND u.is_active RETURNING u.user_id, u.username, u.is_staff",
+            [digest(token)],
+        )
+        row = await cur.fetchone()
+    return Identity(*row) if row else None
+
+
+async def identity_from_password(pool: AsyncConnectionPool, username: str,
+                                 password: str) -> Identity | None:  # fmt: skip
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT user_id, username, is_staff, password_hash FROM auth.users "
+            "WHERE (username = %s OR email = lower(%s)) AND is_active",
+            [username, username],
+        )
+        row = await cur.fetchone()
+    if row is None or row[3] is None:
+        return None
+    key = digest(f"{row[3]}\0{password}")
+    cached = _basic_cache.get(key)
+    if cached is not None:
+        return cached
+    if not await asyncio.to_thread(verify_password, password, row[3]):
+        return None
+    identity = Identity(row[0], row[1], row[2])
+    _basic_cache.put(key, identity)
+    return identity
+
+
+async def identity_from_session(pool: AsyncConnectionPool,
+                                cookie: str) -> tuple[Identity, str] | None:  # fmt: skip
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT u.user_id, u.username, u.is_staff, s.csrf_token FROM auth.sessions AS s "
+            "JOIN auth.users AS u USING (user_id) WHERE s.session_hash = %s "
+            "AND s.expires_at > now() AND u.is_active",
+            [digest(cookie)],
+        )
+        row = await cur.fetchone()
+    return (Identity(row[0], row[1], row[2]), row[3]) if row else None
+
+
+async def authenticate(pool: AsyncConnectionPool, scope: Scope) -> Identity | None:
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    authorization = headers.get("authorization", "").strip()
+    if authorization:
+        scheme, _, credentials = authorization.partition(" ")
+        scheme, credentials = scheme.lower(), credentials.strip()
+        if scheme == "bearer":
+            identity = await identity_from_token(pool, credentials)
+        elif scheme == "basic":
+            try:
+                decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                raise AuthenticationFailed("malformed Basic credentials") from None
+            username, _, password = decoded.partition(":")
+            identity = await identity_from_password(pool, username, password)
+        else:
+            raise AuthenticationFailed(f"unsupported authorization scheme {scheme!r}")
+        if identity is None:
+            raise AuthenticationFailed("invalid credentials")
+        return identity
+    cookies = SimpleCookie(headers.get("cookie", ""))
+    if SESSION_COOKIE in cookies:
+        found = await identity_from_session(pool, cookies[SESSION_COOKIE].value)
+        if found is None:
+            return None  # an expired session is simply anonymous
+        identity, csrf = found
+        if scope["method"] not in _SAFE_METHODS:
+            # Checked here for header-bearing clients, by read_params for form posts.
+            scope["vo.csrf"] = None if headers.get(CSRF_HEADER) == csrf else csrf
+        return identity
+    return None
+
+
+class Authentication:
+    """Puts ``scope["vo.identity"]`` (an Identity or None) on every HTTP request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        pool = scope["app"].state.vo.pool
+        try:
+            scope["vo.identity"] = await authenticate(pool, scope)
+        except AuthenticationFailed as exc:
+            response = error_response(f"authentication failed: {exc}", 401)
+            response.headers["WWW-Authenticate"] = REALM
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def identity_of(scope: Scope) -> Identity | None:
+    return scope.get("vo.identity")
+
+
+def owner_name(request: object) -> str | None:
+    """The UWS owner id of a request: the username, None when anonymous."""
+    identity = identity_of(request.scope)  # type: ignore[attr-defined]
+    return identity.username if identity else None
+
+
+async def user_id_of(pool: AsyncConnectionPool, username: str | None) -> int | None:
+    """For work done later on a user's behalf (async jobs): the id, if still active."""
+    if username is None:
+        return None
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT user_id FROM auth.users WHERE username = %s AND is_active", [username]
+        )
+        row = await cur.fetchone()
+    return row[0] if row else None
