@@ -252,3 +252,86 @@ def test_invited_member_has_no_password(db_url: str, matrix: dict, tmp_path: Pat
             [member.user_id],
         ).fetchone()
     assert row[0] is None and row[1] and member.invitation not in row[1]
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_raw_downloads_follow_the_same_rights(server: str, matrix: dict, user: str) -> None:
+    for proposal_rows in (matrix["visible"]["alice"], matrix["visible"]["carol"]):
+        for obs_id in proposal_rows:
+            response = httpx.get(f"{server}/data/raw/{obs_id}", **_auth(user, matrix))
+            allowed = obs_id in matrix["visible"][user]
+            assert response.status_code == (200 if allowed else 404), (user, obs_id)
+            if allowed:
+                assert response.content[:9] == b"SIMPLE  ="
+    assert httpx.get(f"{server}/data/raw/no-such-frame").status_code == 404
+
+
+def test_api_proposals_members_and_settings(server: str, matrix: dict) -> None:
+    api = f"{server}/api"
+    alice, bob, carol = (_auth(u, matrix) for u in ("alice", "bob", "carol"))
+    mine = httpx.get(f"{api}/proposals", **alice).json()["proposals"]
+    assert [(p["code"], p["role"]) for p in mine] == [("MATRIX-P1", "pi")]
+    assert httpx.get(f"{api}/proposals/MATRIX-P1", **carol).status_code == 404
+    assert httpx.get(f"{api}/proposals/MATRIX-P1").status_code == 401
+    detail = httpx.get(f"{api}/proposals/MATRIX-P1", **bob).json()
+    assert {m["username"] for m in detail["members"]} >= {"alice", "bob"}
+    # Only the PI adds collaborators; an unknown address becomes an invitation.
+    refused = httpx.post(f"{api}/proposals/MATRIX-P1/members", json={"email": "x@example.org"},
+                         **bob)  # fmt: skip
+    assert refused.status_code == 403
+    added = httpx.post(f"{api}/proposals/MATRIX-P1/members",
+                       json={"email": "guest@example.org"}, **alice)  # fmt: skip
+    assert added.status_code == 201 and added.json()["invitation_token"].startswith("inv_")
+    members = httpx.get(f"{api}/proposals/MATRIX-P1", **alice).json()["members"]
+    guest = next(m["username"] for m in members if m["email"] == "guest@example.org")
+    assert httpx.delete(f"{api}/proposals/MATRIX-P1/members/{guest}", **alice).status_code == 204
+    # Settings: defaults, validated changes by the PI, read-only for collaborators.
+    settings = httpx.get(f"{api}/proposals/MATRIX-P1/settings", **bob).json()
+    assert settings["settings"] == settings["defaults"]
+    bad = httpx.put(f"{api}/proposals/MATRIX-P1/settings", json={"flat_normalisation": "x"},
+                    **alice)  # fmt: skip
+    assert bad.status_code == 400 and "flat_normalisation" in bad.json()["error"]
+    changed = httpx.put(f"{api}/proposals/MATRIX-P1/settings", json={"min_flats": 5}, **alice)
+    assert changed.json()["settings"]["min_flats"] == 5
+    assert httpx.put(f"{api}/proposals/MATRIX-P1/settings", json={"min_flats": 6},
+                     **bob).status_code == 403  # fmt: skip
+
+
+def test_api_tokens_and_sessions(server: str, tap_url: str, matrix: dict) -> None:
+    api = f"{server}/api"
+    carol = _auth("carol", matrix)
+    created = httpx.post(f"{api}/tokens", json={"name": "script"}, **carol).json()
+    listed = httpx.get(f"{api}/tokens", **carol).json()["tokens"]
+    assert created["token_id"] in [t["token_id"] for t in listed]
+    assert all("token" not in t for t in listed)  # the secret is never shown again
+    bearer = {"Authorization": f"Bearer {created['token']}"}
+    assert httpx.get(f"{api}/me", headers=bearer).json()["username"] == "carol"
+    assert httpx.delete(f"{api}/tokens/{created['token_id']}", **_auth("alice", matrix)
+                        ).status_code == 404  # fmt: skip
+    assert httpx.delete(f"{api}/tokens/{created['token_id']}", **carol).status_code == 204
+    assert httpx.get(f"{api}/me", headers=bearer).status_code == 401
+    # A browser session: the cookie identifies, unsafe requests need the CSRF token.
+    with httpx.Client(base_url=server) as browser:
+        session = browser.post("/api/login", json={"username": "carol",
+                                                   "password": PASSWORDS["carol"]})  # fmt: skip
+        assert session.status_code == 200
+        csrf = session.json()["csrf_token"]
+        assert browser.get("/api/me").json()["username"] == "carol"
+        rows = browser.get("/tap/sync", params={"LANG": "ADQL", "QUERY": SCIENCE})
+        assert _rows(rows) == matrix["visible"]["carol"]
+        forged = browser.post("/tap/sync", data={"LANG": "ADQL", "QUERY": SCIENCE})
+        assert forged.status_code == 403
+        genuine = browser.post("/tap/sync", data={"LANG": "ADQL", "QUERY": SCIENCE,
+                                                  "csrf_token": csrf})  # fmt: skip
+        assert _rows(genuine) == matrix["visible"]["carol"]
+        assert browser.post("/api/tokens", json={}).status_code == 403
+        assert browser.post("/api/tokens", json={}, headers={"X-CSRF-Token": csrf}
+                            ).status_code == 201  # fmt: skip
+    wrong = httpx.post(f"{api}/login", json={"username": "carol", "password": "nope-nope"})
+    assert wrong.status_code == 401
+
+
+def test_openapi_document(server: str) -> None:
+    document = httpx.get(f"{server}/api/openapi.json").json()
+    assert document["openapi"].startswith("3.")
+    assert "/api/proposals/{code}/members" in document["paths"]

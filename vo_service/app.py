@@ -15,9 +15,11 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vo_service import __version__
+from vo_service.api import routes as api_routes
 from vo_service.auth.identity import Authentication, owner_name
 from vo_service.config import Settings
 from vo_service.dali import DALIError, error_response
+from vo_service.files import routes as file_routes
 from vo_service.state import AppState
 from vo_service.tap.async_jobs import TapQueryJob
 from vo_service.tap.routes import routes as tap_routes
@@ -97,6 +99,8 @@ def create_app(settings: Settings, database_url: str) -> Starlette:
     app = Starlette(
         routes=[
             Route("/", home),
+            *api_routes,
+            *file_routes,
             *tap_async.routes(),
             Mount("/tap", routes=tap_routes, name="tap"),
         ],
