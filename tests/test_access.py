@@ -335,3 +335,33 @@ def test_openapi_document(server: str) -> None:
     document = httpx.get(f"{server}/api/openapi.json").json()
     assert document["openapi"].startswith("3.")
     assert "/api/proposals/{code}/members" in document["paths"]
+
+
+def test_invited_user_sets_a_password_and_logs_in(server: str, matrix: dict) -> None:
+    added = httpx.post(
+        f"{server}/api/proposals/MATRIX-P2/members",
+        json={"email": "postdoc@example.org"},
+        **_auth("carol", matrix),
+    )
+    invitation = added.json()["invitation_token"]
+    weak = httpx.post(
+        f"{server}/api/invitations/accept",
+        json={"invitation_token": invitation, "password": "12345678"},
+    )
+    assert weak.status_code == 400 and "password refused" in weak.json()["error"]
+    accepted = httpx.post(
+        f"{server}/api/invitations/accept",
+        json={"invitation_token": invitation, "password": "Magellanic-Cloud-7"},
+    )
+    username = accepted.json()["username"]
+    rows = httpx.get(
+        f"{server}/tap/sync",
+        params={"LANG": "ADQL", "QUERY": SCIENCE},
+        auth=(username, "Magellanic-Cloud-7"),
+    )
+    assert _rows(rows) == matrix["visible"]["carol"]
+    again = httpx.post(
+        f"{server}/api/invitations/accept",
+        json={"invitation_token": invitation, "password": "Magellanic-Cloud-8"},
+    )
+    assert again.status_code == 400

@@ -28,6 +28,7 @@ from vo_service.auth.identity import SESSION_COOKIE, Identity, identity_from_pas
 from vo_service.auth.tokens import new_secret
 
 SESSION_HOURS = 12
+_SESSIONLESS = frozenset({"/api/login", "/api/invitations/accept"})
 
 
 class APIError(Exception):
@@ -65,7 +66,8 @@ def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     """One transaction per call; refusals become JSON errors, never stack traces."""
 
     async def run(request: Request) -> Response:
-        if request.scope.get("vo.csrf") is not None and handler is not _login:
+        # Logging in and accepting an invitation do not act on a session's behalf.
+        if request.scope.get("vo.csrf") is not None and request.url.path not in _SESSIONLESS:
             return _error(403, "session-authenticated changes need the X-CSRF-Token header")
         try:
             async with request.app.state.vo.pool.connection() as conn, conn.transaction():
@@ -213,7 +215,8 @@ async def revoke(request: Request, conn: AsyncConnection) -> Response:
     return Response(status_code=204)
 
 
-async def _login(request: Request, conn: AsyncConnection) -> Response:
+@endpoint
+async def login(request: Request, conn: AsyncConnection) -> Response:
     """Starts a browser session; the CSRF token must accompany later unsafe requests."""
     body = await _body(request)
     username, password = body.get("username"), body.get("password")
@@ -235,7 +238,13 @@ async def _login(request: Request, conn: AsyncConnection) -> Response:
     return response
 
 
-login = endpoint(_login)
+@endpoint
+async def accept_invitation(request: Request, conn: AsyncConnection) -> Response:
+    body = await _body(request)
+    token, password = body.get("invitation_token"), body.get("password")
+    if not isinstance(token, str) or not isinstance(password, str):
+        raise APIError(400, 'give {"invitation_token": "...", "password": "..."}')
+    return JSONResponse({"username": await accounts.accept_invitation(conn, token, password)})
 
 
 @endpoint
@@ -273,6 +282,8 @@ OPENAPI: dict[str, Any] = {
         "/api/login": {"post": _op("Start a browser session", body={
             "username": {"type": "string"}, "password": {"type": "string"}})},
         "/api/logout": {"post": _op("End my sessions", ok="204")},
+        "/api/invitations/accept": {"post": _op("Set a password with an invitation token",
+            body={"invitation_token": {"type": "string"}, "password": {"type": "string"}})},
         "/api/proposals": {"get": _op("My proposals (all of them for staff)")},
         "/api/proposals/{code}": {"parameters": [_CODE], "get": _op("A proposal and members")},
         "/api/proposals/{code}/members": {"parameters": [_CODE], "post": _op(
@@ -304,6 +315,7 @@ routes = [
     Route("/api/me", me),
     Route("/api/login", login, methods=["POST"]),
     Route("/api/logout", logout, methods=["POST"]),
+    Route("/api/invitations/accept", accept_invitation, methods=["POST"]),
     Route("/api/proposals", list_proposals),
     Route("/api/proposals/{code}", show_proposal),
     Route("/api/proposals/{code}/members", add_member, methods=["POST"]),

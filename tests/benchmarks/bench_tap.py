@@ -95,9 +95,10 @@ async def throughput(url: str, concurrency: int, total: int) -> float:
         return total / (time.perf_counter() - start)
 
 
-def bench_service(tap: str, rows: int, label: str) -> dict[str, float]:
+def bench_service(tap: str, rows: int, label: str,
+                  headers: dict[str, str] | None = None) -> dict[str, float]:  # fmt: skip
     figures: dict[str, float] = {}
-    client = httpx.Client(timeout=600)
+    client = httpx.Client(timeout=600, headers=headers or {})
     params = {"LANG": "ADQL", "QUERY": TINY}
     client.get(f"{tap}/sync", params=params)  # warm-up
     latencies = timed(lambda: client.get(f"{tap}/sync", params=params).raise_for_status(), 50)
@@ -136,6 +137,21 @@ def bench_service(tap: str, rows: int, label: str) -> dict[str, float]:
     return figures
 
 
+def make_member_token(url: str) -> str:
+    """A user in one of the synthetic proposals, so the policy has memberships to check."""
+    import asyncio
+
+    from vo_service.auth import accounts
+
+    async def run() -> str:
+        async with await psycopg.AsyncConnection.connect(url) as conn, conn.transaction():
+            await accounts.add_user(conn, "bench", "bench@example.org", None)
+            await accounts.add_proposal(conn, "SOAR2024A-007", "bench")
+            return (await accounts.create_token(conn, "bench"))[1]
+
+    return asyncio.run(run())
+
+
 def raw_read_rate(url: str, rows: int) -> float:
     columns = ", ".join(c.name for c in catalog().table("archive.frames").published_columns
                         if c.name != "pos")  # fmt: skip
@@ -164,7 +180,17 @@ def main() -> None:
         fill(url, args.rows)
         os.environ["VO_SERVICE_MAXREC"] = str(args.rows)
         server = ServerProcess(name="bench")
-        ours = bench_service(f"{server.base}/tap", args.rows, "vo-service")
+        ours = bench_service(f"{server.base}/tap", args.rows, "vo-service (anonymous)")
+        token = make_member_token(url)
+        member = bench_service(
+            f"{server.base}/tap",
+            args.rows,
+            "vo-service (token of a proposal member)",
+            {"Authorization": f"Bearer {token}"},
+        )
+        print("\n== row-level security: logged-in member vs anonymous ==")
+        for key in ("tiny query latency (ms)", f"{args.rows // 1000}k rows votable (s)"):
+            print(f"{key:42s} {member[key] / ours[key] - 1:+12.1%}")
         raw = raw_read_rate(url, args.rows)
         b2 = ours[f"{args.rows // 1000}k rows votable (s)"]
         print(f"{'raw psycopg binary read (rows/s)':42s} {raw:12.0f}")

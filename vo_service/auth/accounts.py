@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from psycopg import AsyncConnection, errors
 
 from vo_service.auth.passwords import hash_password, password_problems
-from vo_service.auth.tokens import new_secret
+from vo_service.auth.tokens import digest, new_secret
 
 _USERNAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{1,63}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -171,3 +171,22 @@ async def revoke_token(conn: AsyncConnection, token_id: int, owner: int | None =
     )
     if await cur.fetchone() is None:
         raise AccountError(f"no active token {token_id}")
+
+
+async def accept_invitation(conn: AsyncConnection, invitation: str, password: str) -> str:
+    """An invited user chooses a password; the invitation then stops working."""
+    cur = await conn.execute(
+        "SELECT user_id, username, email FROM auth.users WHERE invitation_hash = %s",
+        [digest(invitation)],
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise AccountError("unknown or used invitation")
+    problems = password_problems(password, username=row[1], email=row[2])
+    if problems:
+        raise AccountError("password refused: " + "; ".join(problems))
+    await conn.execute(
+        "UPDATE auth.users SET password_hash = %s, invitation_hash = NULL WHERE user_id = %s",
+        [hash_password(password), row[0]],
+    )
+    return str(row[1])
