@@ -37,8 +37,9 @@ async def _setup(url: str) -> dict[str, str]:
         await accounts.add_user(conn, "alice", "alice@example.org", PASSWORDS["alice"])
         await accounts.add_user(conn, "bob", "bob@example.org", None)
         await accounts.add_user(conn, "carol", "carol@example.org", PASSWORDS["carol"])
-        await accounts.add_user(conn, "staffer", "staff@example.org", PASSWORDS["staffer"],
-                                staff=True)  # fmt: skip
+        await accounts.add_user(
+            conn, "staffer", "staff@example.org", PASSWORDS["staffer"], staff=True
+        )
         await accounts.add_proposal(conn, "MATRIX-P1", "alice", proprietary_months=120)
         await accounts.add_proposal(conn, "MATRIX-P2", "carol", proprietary_months=120)
         await accounts.add_member(conn, "MATRIX-P1", "bob")
@@ -69,9 +70,14 @@ def matrix(db_url: str, night: NightSummary, tmp_path_factory: pytest.TempPathFa
     p1, p2 = expected["MATRIX-P1"], expected["MATRIX-P2"]
     yield {
         "tokens": tokens,
-        "visible": {"anonymous": [], "alice": p1, "bob": p1, "carol": p2,
-                    "staffer": sorted(p1 + p2)},
-    }  # fmt: skip
+        "visible": {
+            "anonymous": [],
+            "alice": p1,
+            "bob": p1,
+            "carol": p2,
+            "staffer": sorted(p1 + p2),
+        },
+    }
     with psycopg.connect(db_url) as conn:
         conn.execute("DELETE FROM archive.frames WHERE proposal_id LIKE 'MATRIX-%'")
 
@@ -95,29 +101,32 @@ USERS = ["anonymous", "alice", "bob", "carol", "staffer"]
 
 @pytest.mark.parametrize("user", USERS)
 def test_tap_rows_per_user(tap_url: str, matrix: dict, user: str) -> None:
-    response = httpx.get(f"{tap_url}/sync", params={"LANG": "ADQL", "QUERY": SCIENCE},
-                         **_auth(user, matrix))  # fmt: skip
+    response = httpx.get(
+        f"{tap_url}/sync", params={"LANG": "ADQL", "QUERY": SCIENCE}, **_auth(user, matrix)
+    )
     assert _rows(response) == matrix["visible"][user]
 
 
 @pytest.mark.parametrize("user", USERS)
-def test_aggregates_union_and_subqueries_see_the_same(tap_url: str, matrix: dict,
-                                                      user: str) -> None:  # fmt: skip
+def test_aggregates_union_and_subqueries_see_the_same(
+    tap_url: str, matrix: dict, user: str
+) -> None:
     expected = len(matrix["visible"][user])
     queries = {
         "count": "SELECT COUNT(*) AS n FROM archive.frames WHERE proposal_id LIKE 'MATRIX-%' "
-                 "AND frame_type = 'science_spectrum'",
+        "AND frame_type = 'science_spectrum'",
         "group": "SELECT SUM(n) AS n FROM (SELECT proposal_id, COUNT(*) AS n FROM archive.frames"
-                 " WHERE frame_type = 'science_spectrum' AND proposal_id LIKE 'MATRIX-%' "
-                 "GROUP BY proposal_id) AS g",
+        " WHERE frame_type = 'science_spectrum' AND proposal_id LIKE 'MATRIX-%' "
+        "GROUP BY proposal_id) AS g",
         "union": "SELECT COUNT(*) AS n FROM (SELECT obs_id FROM archive.frames WHERE "
-                 "proposal_id = 'MATRIX-P1' AND frame_type = 'science_spectrum' UNION "
-                 "SELECT obs_id FROM archive.frames WHERE proposal_id = 'MATRIX-P2' AND "
-                 "frame_type = 'science_spectrum') AS u",
-    }  # fmt: skip
+        "proposal_id = 'MATRIX-P1' AND frame_type = 'science_spectrum' UNION "
+        "SELECT obs_id FROM archive.frames WHERE proposal_id = 'MATRIX-P2' AND "
+        "frame_type = 'science_spectrum') AS u",
+    }
     for name, query in queries.items():
-        response = httpx.get(f"{tap_url}/sync", params={"LANG": "ADQL", "QUERY": query},
-                             **_auth(user, matrix))  # fmt: skip
+        response = httpx.get(
+            f"{tap_url}/sync", params={"LANG": "ADQL", "QUERY": query}, **_auth(user, matrix)
+        )
         table = parse_single_table(BytesIO(_raw(response))).to_table()
         value = table["n"][0]
         assert (0 if value is None or str(value) == "--" else int(value)) == expected, name
@@ -133,17 +142,25 @@ def test_upload_join_cannot_reach_protected_rows(tap_url: str, matrix: dict, use
     names = Table({"wanted": matrix["visible"]["staffer"]})
     out = BytesIO()
     writeto(from_table(names), out)
-    response = httpx.post(f"{tap_url}/sync", data={
-        "LANG": "ADQL", "UPLOAD": "w,param:w",
-        "QUERY": "SELECT f.obs_id FROM TAP_UPLOAD.w AS u JOIN archive.frames AS f "
-                 "ON f.obs_id = u.wanted"}, files={"w": ("w.xml", out.getvalue())},
-        **_auth(user, matrix))  # fmt: skip
+    response = httpx.post(
+        f"{tap_url}/sync",
+        data={
+            "LANG": "ADQL",
+            "UPLOAD": "w,param:w",
+            "QUERY": "SELECT f.obs_id FROM TAP_UPLOAD.w AS u JOIN archive.frames AS f "
+            "ON f.obs_id = u.wanted",
+        },
+        files={"w": ("w.xml", out.getvalue())},
+        **_auth(user, matrix),
+    )
     assert _rows(response) == matrix["visible"][user]
 
 
 def test_calibrations_of_a_proposal_are_public(tap_url: str, matrix: dict) -> None:
-    query = ("SELECT COUNT(*) AS n FROM archive.frames WHERE proposal_id = 'MATRIX-P1' "
-             "AND frame_type = 'bias'")  # fmt: skip
+    query = (
+        "SELECT COUNT(*) AS n FROM archive.frames WHERE proposal_id = 'MATRIX-P1' "
+        "AND frame_type = 'bias'"
+    )
     response = httpx.get(f"{tap_url}/sync", params={"LANG": "ADQL", "QUERY": query})
     assert int(parse_single_table(BytesIO(_raw(response))).array["n"][0]) == 1
 
@@ -193,8 +210,10 @@ def test_revoking_a_token_takes_effect_at_once(tap_url: str, db_url: str, matrix
     token_id, token = asyncio.run(make())
     headers = {"Authorization": f"Bearer {token}"}
     params = {"LANG": "ADQL", "QUERY": SCIENCE}
-    assert _rows(httpx.get(f"{tap_url}/sync", params=params, headers=headers)) == \
-        matrix["visible"]["carol"]  # fmt: skip
+    assert (
+        _rows(httpx.get(f"{tap_url}/sync", params=params, headers=headers))
+        == matrix["visible"]["carol"]
+    )
     asyncio.run(revoke(token_id))
     assert httpx.get(f"{tap_url}/sync", params=params, headers=headers).status_code == 401
 
@@ -230,8 +249,9 @@ def test_capabilities_declare_the_security_methods(tap_url: str) -> None:
     ],
 )
 def test_password_policy(password: str, reason: str) -> None:
-    problems = password_problems(password, username="dgreenfield",
-                                 email="greenfield.obs@example.org")  # fmt: skip
+    problems = password_problems(
+        password, username="dgreenfield", email="greenfield.obs@example.org"
+    )
     assert any(reason in p for p in problems), problems
 
 
@@ -276,11 +296,13 @@ def test_api_proposals_members_and_settings(server: str, matrix: dict) -> None:
     detail = httpx.get(f"{api}/proposals/MATRIX-P1", **bob).json()
     assert {m["username"] for m in detail["members"]} >= {"alice", "bob"}
     # Only the PI adds collaborators; an unknown address becomes an invitation.
-    refused = httpx.post(f"{api}/proposals/MATRIX-P1/members", json={"email": "x@example.org"},
-                         **bob)  # fmt: skip
+    refused = httpx.post(
+        f"{api}/proposals/MATRIX-P1/members", json={"email": "x@example.org"}, **bob
+    )
     assert refused.status_code == 403
-    added = httpx.post(f"{api}/proposals/MATRIX-P1/members",
-                       json={"email": "guest@example.org"}, **alice)  # fmt: skip
+    added = httpx.post(
+        f"{api}/proposals/MATRIX-P1/members", json={"email": "guest@example.org"}, **alice
+    )
     assert added.status_code == 201 and added.json()["invitation_token"].startswith("inv_")
     members = httpx.get(f"{api}/proposals/MATRIX-P1", **alice).json()["members"]
     guest = next(m["username"] for m in members if m["email"] == "guest@example.org")
@@ -288,13 +310,16 @@ def test_api_proposals_members_and_settings(server: str, matrix: dict) -> None:
     # Settings: defaults, validated changes by the PI, read-only for collaborators.
     settings = httpx.get(f"{api}/proposals/MATRIX-P1/settings", **bob).json()
     assert settings["settings"] == settings["defaults"]
-    bad = httpx.put(f"{api}/proposals/MATRIX-P1/settings", json={"flat_normalisation": "x"},
-                    **alice)  # fmt: skip
+    bad = httpx.put(
+        f"{api}/proposals/MATRIX-P1/settings", json={"flat_normalisation": "x"}, **alice
+    )
     assert bad.status_code == 400 and "flat_normalisation" in bad.json()["error"]
     changed = httpx.put(f"{api}/proposals/MATRIX-P1/settings", json={"min_flats": 5}, **alice)
     assert changed.json()["settings"]["min_flats"] == 5
-    assert httpx.put(f"{api}/proposals/MATRIX-P1/settings", json={"min_flats": 6},
-                     **bob).status_code == 403  # fmt: skip
+    assert (
+        httpx.put(f"{api}/proposals/MATRIX-P1/settings", json={"min_flats": 6}, **bob).status_code
+        == 403
+    )
 
 
 def test_api_tokens_and_sessions(server: str, tap_url: str, matrix: dict) -> None:
@@ -306,14 +331,17 @@ def test_api_tokens_and_sessions(server: str, tap_url: str, matrix: dict) -> Non
     assert all("token" not in t for t in listed)  # the secret is never shown again
     bearer = {"Authorization": f"Bearer {created['token']}"}
     assert httpx.get(f"{api}/me", headers=bearer).json()["username"] == "carol"
-    assert httpx.delete(f"{api}/tokens/{created['token_id']}", **_auth("alice", matrix)
-                        ).status_code == 404  # fmt: skip
+    assert (
+        httpx.delete(f"{api}/tokens/{created['token_id']}", **_auth("alice", matrix)).status_code
+        == 404
+    )
     assert httpx.delete(f"{api}/tokens/{created['token_id']}", **carol).status_code == 204
     assert httpx.get(f"{api}/me", headers=bearer).status_code == 401
     # A browser session: the cookie identifies, unsafe requests need the CSRF token.
     with httpx.Client(base_url=server) as browser:
-        session = browser.post("/api/login", json={"username": "carol",
-                                                   "password": PASSWORDS["carol"]})  # fmt: skip
+        session = browser.post(
+            "/api/login", json={"username": "carol", "password": PASSWORDS["carol"]}
+        )
         assert session.status_code == 200
         csrf = session.json()["csrf_token"]
         assert browser.get("/api/me").json()["username"] == "carol"
@@ -321,12 +349,14 @@ def test_api_tokens_and_sessions(server: str, tap_url: str, matrix: dict) -> Non
         assert _rows(rows) == matrix["visible"]["carol"]
         forged = browser.post("/tap/sync", data={"LANG": "ADQL", "QUERY": SCIENCE})
         assert forged.status_code == 403
-        genuine = browser.post("/tap/sync", data={"LANG": "ADQL", "QUERY": SCIENCE,
-                                                  "csrf_token": csrf})  # fmt: skip
+        genuine = browser.post(
+            "/tap/sync", data={"LANG": "ADQL", "QUERY": SCIENCE, "csrf_token": csrf}
+        )
         assert _rows(genuine) == matrix["visible"]["carol"]
         assert browser.post("/api/tokens", json={}).status_code == 403
-        assert browser.post("/api/tokens", json={}, headers={"X-CSRF-Token": csrf}
-                            ).status_code == 201  # fmt: skip
+        assert (
+            browser.post("/api/tokens", json={}, headers={"X-CSRF-Token": csrf}).status_code == 201
+        )
     wrong = httpx.post(f"{api}/login", json={"username": "carol", "password": "nope-nope"})
     assert wrong.status_code == 401
 

@@ -18,7 +18,7 @@ from vo_service.adql import (
     ADQLSyntaxError,
     parse,
     translate,
-)  # fmt: skip
+)
 from vo_service.adql import geometry as geo
 from vo_service.metadata import Catalog, Column, Table, catalog
 
@@ -226,8 +226,12 @@ def test_executable_queries_translate(query: str) -> None:
 
 
 def test_corpus_style_parse_only() -> None:
-    for text in ["select x from y where Point(NULL, 2, 3)=x", "select ivo_foo(6) || 9 from Y",
-                 "SELECT 89x FROM z", "select top 4* from (select * from a.b)x"]:  # fmt: skip
+    for text in [
+        "select x from y where Point(NULL, 2, 3)=x",
+        "select ivo_foo(6) || 9 from Y",
+        "SELECT 89x FROM z",
+        "select top 4* from (select * from a.b)x",
+    ]:
         parse(text)
 
 
@@ -255,15 +259,27 @@ def test_inferred_field_types() -> None:
         "SELECT COUNT(*), AVG(exptime), SUM(binning_x), MAX(obs_id), ra + 1, frame_id * 2, "
         "CONTAINS(pos, CIRCLE(1, 2, 3)), LOWER(obs_id), DISTANCE(pos, POINT(1, 2)), "
         "CAST(ra AS INTEGER), POINT(1, 2), CIRCLE(1, 2, 3), POLYGON(1, 2, 3, 4, 5, 6), "
-        "date_obs, NULL FROM archive.frames", CAT)  # fmt: skip
+        "date_obs, NULL FROM archive.frames",
+        CAT,
+    )
     got = [(f.datatype, f.arraysize, f.xtype) for f in result.fields]
     assert got == [
-        ("long", None, None), ("double", None, None), ("long", None, None),
-        ("char", "*", None), ("double", None, None), ("long", None, None), ("int", None, None),
-        ("char", "*", None), ("double", None, None), ("int", None, None),
-        ("double", "2", "point"), ("double", "3", "circle"), ("double", "*", "polygon"),
-        ("char", "*", "timestamp"), ("", None, None),
-    ]  # fmt: skip
+        ("long", None, None),
+        ("double", None, None),
+        ("long", None, None),
+        ("char", "*", None),
+        ("double", None, None),
+        ("long", None, None),
+        ("int", None, None),
+        ("char", "*", None),
+        ("double", None, None),
+        ("int", None, None),
+        ("double", "2", "point"),
+        ("double", "3", "circle"),
+        ("double", "*", "polygon"),
+        ("char", "*", "timestamp"),
+        ("", None, None),
+    ]
     assert [f.name for f in result.fields][:4] == ["count", "avg", "sum", "max"]
     assert result.fields[8].unit == "deg"
 
@@ -311,8 +327,10 @@ def test_identifiers_quoted_and_case_insensitive() -> None:
 
 
 def test_geometry_mapping() -> None:
-    sql = tr("SELECT obs_id FROM archive.frames WHERE CONTAINS(POINT('ICRS', ra, dec), "
-             "CIRCLE('ICRS', 10, 20, 0.5)) = 1")  # fmt: skip
+    sql = tr(
+        "SELECT obs_id FROM archive.frames WHERE CONTAINS(POINT('ICRS', ra, dec), "
+        "CIRCLE('ICRS', 10, 20, 0.5)) = 1"
+    )
     assert (
         '(spoint(radians("frames"."ra"), radians("frames"."dec")) <@ '
         "scircle(spoint(radians(10), radians(20)), radians(0.5)))"
@@ -322,8 +340,10 @@ def test_geometry_mapping() -> None:
     assert "WHERE (NOT (" in neg
     value = tr("SELECT CONTAINS(pos, CIRCLE(10, 20, 1)) FROM archive.frames")
     assert 'CAST(("frames"."pos" <@ scircle(' in value and "AS integer)" in value
-    inter = tr("SELECT obs_id FROM archive.frames WHERE INTERSECTS(CIRCLE(1, 2, 3), "
-               "POLYGON(1, 2, 3, 4, 5, 6)) = 1")  # fmt: skip
+    inter = tr(
+        "SELECT obs_id FROM archive.frames WHERE INTERSECTS(CIRCLE(1, 2, 3), "
+        "POLYGON(1, 2, 3, 4, 5, 6)) = 1"
+    )
     assert " && spoly '{(1d,2d),(3d,4d),(5d,6d)}'" in inter
     point_first = tr("SELECT 1 FROM archive.frames WHERE INTERSECTS(CIRCLE(1, 2, 3), pos) = 1")
     assert '("frames"."pos" <@ scircle(' in point_first
@@ -337,17 +357,22 @@ def test_geometry_mapping() -> None:
 
 def test_cone_search_uses_index_form() -> None:
     sql = tr("SELECT obs_id FROM archive.frames WHERE DISTANCE(POINT(10.68, 41.27), pos) <= 2.5")
-    assert 'WHERE ("frames"."pos" <@ scircle(spoint(radians(10.68), radians(41.27)), ' \
-           "radians(2.5)))" in sql  # fmt: skip
+    assert (
+        'WHERE ("frames"."pos" <@ scircle(spoint(radians(10.68), radians(41.27)), '
+        "radians(2.5)))" in sql
+    )
 
 
 def test_big_circles() -> None:
     sql = tr("SELECT obs_id FROM archive.frames WHERE CONTAINS(pos, CIRCLE(0, 0, 170)) = 1")
     assert "<= radians(170)" in sql and "scircle" not in sql
-    region = tr("SELECT 1 FROM archive.frames WHERE INTERSECTS(CIRCLE(0, 0, 120), "
-                "CIRCLE(1, 1, 1)) = 1")  # fmt: skip
-    assert "(NOT (scircle(spoint(radians(1), radians(1)), radians(1)) <@ " \
-           "scircle(spoint(radians(180), radians(0)), radians(180 - 120))))" in region  # fmt: skip
+    region = tr(
+        "SELECT 1 FROM archive.frames WHERE INTERSECTS(CIRCLE(0, 0, 120), CIRCLE(1, 1, 1)) = 1"
+    )
+    assert (
+        "(NOT (scircle(spoint(radians(1), radians(1)), radians(1)) <@ "
+        "scircle(spoint(radians(180), radians(0)), radians(180 - 120))))" in region
+    )
     with pytest.raises(ADQLSemanticError, match="above 90"):
         tr("SELECT 1 FROM archive.frames WHERE CIRCLE(0, 0, 120) = CIRCLE(0, 0, 120)")
     with pytest.raises(ADQLSemanticError, match="radius must be within"):
@@ -381,8 +406,9 @@ def test_joins() -> None:
     sql = tr("SELECT * FROM tap_schema.tables JOIN tap_schema.schemas USING (schema_name)")
     assert sql.startswith('SELECT "tables"."schema_name" AS "schema_name", "tables"."table_name"')
     assert 'ON "tables"."schema_name" = "schemas"."schema_name"' in sql
-    full = tr("SELECT schema_name FROM tap_schema.tables FULL JOIN tap_schema.schemas "
-              "USING (schema_name)")  # fmt: skip
+    full = tr(
+        "SELECT schema_name FROM tap_schema.tables FULL JOIN tap_schema.schemas USING (schema_name)"
+    )
     assert 'COALESCE("tables"."schema_name", "schemas"."schema_name")' in full
     natural = translate("SELECT * FROM tap_schema.tables NATURAL JOIN tap_schema.schemas", CAT)
     assert [f.name for f in natural.fields][:3] == ["schema_name", "utype", "description"]
@@ -390,8 +416,10 @@ def test_joins() -> None:
 
 
 def test_subquery_aliases_do_not_capture_outer_references() -> None:
-    sql = tr("SELECT obs_id FROM archive.frames WHERE EXISTS (SELECT 1 FROM TAP_UPLOAD.mine "
-             "AS frames WHERE frames.id = archive.frames.frame_id)")  # fmt: skip
+    sql = tr(
+        "SELECT obs_id FROM archive.frames WHERE EXISTS (SELECT 1 FROM TAP_UPLOAD.mine "
+        "AS frames WHERE frames.id = archive.frames.frame_id)"
+    )
     assert '"frames_2"."id" = "frames"."frame_id"' in sql
 
 
@@ -539,8 +567,17 @@ def test_hostile_input_rejected_or_harmless(query: str) -> None:
         return
     assert_single_statement(sql)
     bare = outside_literals(sql).lower()
-    for word in ("pg_sleep", "pg_read_file", "set_config", "lo_import", "drop", "delete",
-                 "eval", "import", "system"):  # fmt: skip
+    for word in (
+        "pg_sleep",
+        "pg_read_file",
+        "set_config",
+        "lo_import",
+        "drop",
+        "delete",
+        "eval",
+        "import",
+        "system",
+    ):
         assert word not in bare, sql
 
 

@@ -23,7 +23,12 @@ SLOW = (
 @pytest.fixture(scope="module")
 def strict_server(db_url: str, night: NightSummary):
     process = ServerProcess(
-        {"VO_SERVICE_SYNC_TIMEOUT": "1", "VO_SERVICE_MAXREC": "5", "VO_SERVICE_HARD_MAXREC": "7"},
+        {
+            "VO_SERVICE_SYNC_TIMEOUT": "1",
+            "VO_SERVICE_MAXREC": "5",
+            "VO_SERVICE_HARD_MAXREC": "7",
+            "VO_SERVICE_UPLOAD_LIMIT": "3000",
+        },
         name="strict",
     )
     yield process.base
@@ -104,3 +109,27 @@ def test_orderly_shutdown_requeues_running_jobs(db_url: str, night: NightSummary
         # Handed back, or already picked up again by the shared test server.
         assert phase in ("QUEUED", "EXECUTING") and (worker is None or "draining" not in worker)
         conn.execute("UPDATE uws.jobs SET phase = 'ABORTED' WHERE job_id = %s", [job_id])
+
+
+def test_TAP_M14_oversized_upload_is_a_dali_error(strict_server: str) -> None:
+    from io import BytesIO
+
+    from astropy.io.votable import from_table, writeto
+    from astropy.table import Table
+
+    out = BytesIO()
+    writeto(from_table(Table({"x": list(range(2000))})), out)
+    assert len(out.getvalue()) > 3000
+    response = httpx.post(
+        f"{strict_server}/tap/sync",
+        data={
+            "LANG": "ADQL",
+            "QUERY": "SELECT COUNT(*) FROM TAP_UPLOAD.big",
+            "UPLOAD": "big,param:b",
+        },
+        files={"b": ("b.xml", out.getvalue())},
+    )
+    assert response.status_code == 400
+    assert b'value="ERROR"' in response.content and b"limit of 3000 bytes" in response.content
+    caps = httpx.get(f"{strict_server}/tap/capabilities").text
+    assert '<hard unit="byte">3000</hard>' in caps

@@ -64,33 +64,111 @@ FIELDS = [
 ]
 TRIANGLE = [10.0, 20.0, 11.0, 20.0, 10.5, 21.0]
 ROWS = [
-    (1, True, 0, -32767, 2**31 - 1, 1.5, 0.1, "plain", "ABCDEF", "ünïcödé",
-     dt.datetime(2024, 1, 2, 3, 4, 5, 678900), (10.0, 20.0), (10.0, 20.0, 0.5), TRIANGLE,
-     (1, 2, 3), [1, 2], Decimal("2.5"), 0.25),
+    (
+        1,
+        True,
+        0,
+        -32767,
+        2**31 - 1,
+        1.5,
+        0.1,
+        "plain",
+        "ABCDEF",
+        "ünïcödé",
+        dt.datetime(2024, 1, 2, 3, 4, 5, 678900),
+        (10.0, 20.0),
+        (10.0, 20.0, 0.5),
+        TRIANGLE,
+        (1, 2, 3),
+        [1, 2],
+        Decimal("2.5"),
+        0.25,
+    ),
     (None,) * len(FIELDS),
-    (-3, False, 254, 7, -5, float("nan"), float("inf"), "Λ-CDM <&> ok", "ΛΛΛΛ", "€ and 😀",
-     dt.date(2020, 5, 6), [1.0, 2.0], [0.0, 0.0, 1.0], [], [-1, 0, 1], [], None, -1e-5),
-    (2**40, None, None, None, None, None, -math.inf, "", "", "",
-     dt.datetime(2024, 1, 2, 1, 0, tzinfo=PLUS2), None, None, None, None, None, 1e300, None),
-    (5, False, 3, 1, 2, 3.25, -0.5, 'quote " comma , tab \t end', "x", "x",
-     "2021-03-04T05:06:07.800", (359.5, -89.5), (1.0, 2.0, 3.0), [*TRIANGLE, 10.0, 21.0],
-     (0, 0, 0), [7], 0.0, 1.0),
-]  # fmt: skip
+    (
+        -3,
+        False,
+        254,
+        7,
+        -5,
+        float("nan"),
+        float("inf"),
+        "Λ-CDM <&> ok",
+        "ΛΛΛΛ",
+        "€ and 😀",
+        dt.date(2020, 5, 6),
+        [1.0, 2.0],
+        [0.0, 0.0, 1.0],
+        [],
+        [-1, 0, 1],
+        [],
+        None,
+        -1e-5,
+    ),
+    (
+        2**40,
+        None,
+        None,
+        None,
+        None,
+        None,
+        -math.inf,
+        "",
+        "",
+        "",
+        dt.datetime(2024, 1, 2, 1, 0, tzinfo=PLUS2),
+        None,
+        None,
+        None,
+        None,
+        None,
+        1e300,
+        None,
+    ),
+    (
+        5,
+        False,
+        3,
+        1,
+        2,
+        3.25,
+        -0.5,
+        'quote " comma , tab \t end',
+        "x",
+        "x",
+        "2021-03-04T05:06:07.800",
+        (359.5, -89.5),
+        (1.0, 2.0, 3.0),
+        [*TRIANGLE, 10.0, 21.0],
+        (0, 0, 0),
+        [7],
+        0.0,
+        1.0,
+    ),
+]
 # What a VOTable reader gets back: char is ASCII (non-ASCII → "?"), unicodeChar BMP-only,
 # timestamps in UTC; NaN and NULL floats both read as NULL.
 EXPECTED_STRINGS = {
     "name": ["plain", None, "?-CDM <&> ok", None, 'quote " comma , tab \t end'],
     "code": ["ABCDEF", None, "????", None, "x"],
     "label": ["ünïcödé", None, "€ and \ufffd", None, "x"],
-    "t": ["2024-01-02T03:04:05.678", None, "2020-05-06", "2024-01-01T23:00:00.000",
-          "2021-03-04T05:06:07.800"],
-}  # fmt: skip
+    "t": [
+        "2024-01-02T03:04:05.678",
+        None,
+        "2020-05-06",
+        "2024-01-01T23:00:00.000",
+        "2021-03-04T05:06:07.800",
+    ],
+}
 
 
 def render(fmt: str, fields=FIELDS, batches=(ROWS,), **tail) -> bytes:
     writer = writer_for(fmt)
-    out = writer.head(fields, infos=[("QUERY", "SELECT *\nFROM t"), ("REQUEST", "doQuery")],
-                      description="Result of <test> & co")  # fmt: skip
+    out = writer.head(
+        fields,
+        infos=[("QUERY", "SELECT *\nFROM t"), ("REQUEST", "doQuery")],
+        description="Result of <test> & co",
+    )
     for batch in batches:
         out += writer.rows(batch)
     return out + writer.tail(**tail)
@@ -118,30 +196,45 @@ def nulls(col) -> list[bool]:
 # --- format selection -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("value", "kind", "media_type"), [
-    ("votable", BinaryWriter, "application/x-votable+xml;serialization=BINARY2"),
-    ("VOTable", BinaryWriter, "application/x-votable+xml;serialization=BINARY2"),
-    ("application/x-votable+xml", BinaryWriter,
-     "application/x-votable+xml;serialization=BINARY2"),
-    ("application/x-votable+xml;serialization=binary2", BinaryWriter,
-     "application/x-votable+xml;serialization=binary2"),
-    ("application/x-votable+xml ; serialization = BINARY", BinaryWriter,
-     "application/x-votable+xml;serialization=BINARY"),
-    ("application/x-votable+xml;serialization=TABLEDATA", TableDataWriter,
-     "application/x-votable+xml;serialization=TABLEDATA"),
-    ("text/xml", BinaryWriter, "text/xml"),
-    ("votable/td", TableDataWriter, "application/x-votable+xml;serialization=TABLEDATA"),
-    ("votable/b2", BinaryWriter, "application/x-votable+xml;serialization=BINARY2"),
-    ("votable/bin", BinaryWriter, "application/x-votable+xml;serialization=BINARY"),
-    ("csv", DelimitedWriter, "text/csv;header=present"),
-    ("text/csv", DelimitedWriter, "text/csv;header=present"),
-    ("text/csv;header=present", DelimitedWriter, "text/csv;header=present"),
-    ("tsv", DelimitedWriter, "text/tab-separated-values"),
-    ("text/tab-separated-values", DelimitedWriter, "text/tab-separated-values"),
-    ("parquet", ParquetResultWriter, "application/vnd.apache.parquet"),
-    ("application/vnd.apache.parquet", ParquetResultWriter, "application/vnd.apache.parquet"),
-    (" CSV ", DelimitedWriter, "text/csv;header=present"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("value", "kind", "media_type"),
+    [
+        ("votable", BinaryWriter, "application/x-votable+xml;serialization=BINARY2"),
+        ("VOTable", BinaryWriter, "application/x-votable+xml;serialization=BINARY2"),
+        (
+            "application/x-votable+xml",
+            BinaryWriter,
+            "application/x-votable+xml;serialization=BINARY2",
+        ),
+        (
+            "application/x-votable+xml;serialization=binary2",
+            BinaryWriter,
+            "application/x-votable+xml;serialization=binary2",
+        ),
+        (
+            "application/x-votable+xml ; serialization = BINARY",
+            BinaryWriter,
+            "application/x-votable+xml;serialization=BINARY",
+        ),
+        (
+            "application/x-votable+xml;serialization=TABLEDATA",
+            TableDataWriter,
+            "application/x-votable+xml;serialization=TABLEDATA",
+        ),
+        ("text/xml", BinaryWriter, "text/xml"),
+        ("votable/td", TableDataWriter, "application/x-votable+xml;serialization=TABLEDATA"),
+        ("votable/b2", BinaryWriter, "application/x-votable+xml;serialization=BINARY2"),
+        ("votable/bin", BinaryWriter, "application/x-votable+xml;serialization=BINARY"),
+        ("csv", DelimitedWriter, "text/csv;header=present"),
+        ("text/csv", DelimitedWriter, "text/csv;header=present"),
+        ("text/csv;header=present", DelimitedWriter, "text/csv;header=present"),
+        ("tsv", DelimitedWriter, "text/tab-separated-values"),
+        ("text/tab-separated-values", DelimitedWriter, "text/tab-separated-values"),
+        ("parquet", ParquetResultWriter, "application/vnd.apache.parquet"),
+        ("application/vnd.apache.parquet", ParquetResultWriter, "application/vnd.apache.parquet"),
+        (" CSV ", DelimitedWriter, "text/csv;header=present"),
+    ],
+)
 def test_writer_for_accepts_dali_and_tapregext_values(value, kind, media_type):
     writer = writer_for(value)
     assert isinstance(writer, kind)
@@ -188,8 +281,9 @@ def test_formats_cover_tapregext_needs():
     assert by_alias["csv"].mime.startswith("text/csv")
     assert by_alias["tsv"].mime == "text/tab-separated-values"
     ids = {f.ivo_id for f in FORMATS} - {None}
-    assert ids == {f"ivo://ivoa.net/std/TAPRegExt#output-votable-{k}"
-                   for k in ("td", "binary", "binary2")}  # fmt: skip
+    assert ids == {
+        f"ivo://ivoa.net/std/TAPRegExt#output-votable-{k}" for k in ("td", "binary", "binary2")
+    }
 
 
 # --- document structure ----------------------------------------------------------------
@@ -305,19 +399,38 @@ def test_binary2_flags_each_null_cell():
 
 def test_binary_null_conventions():
     writer = BinaryWriter("x", binary2=False)
-    writer.head([Column("s", "short"), Column("b", "boolean"), Column("c", "char", "*"),
-                 Column("d", "double"), Column("v", "double", "*")])  # fmt: skip
+    writer.head(
+        [
+            Column("s", "short"),
+            Column("b", "boolean"),
+            Column("c", "char", "*"),
+            Column("d", "double"),
+            Column("v", "double", "*"),
+        ]
+    )
     raw = writer.encode([(None, None, None, None, None)]).tobytes()
     assert raw == b"\x80\x00" + b"?" + b"\0\0\0\0" + b"\x7f\xf8" + b"\0" * 6 + b"\0\0\0\0"
 
 
 def test_big_endian_and_variable_lengths():
     writer = BinaryWriter("x", binary2=False)
-    writer.head([Column("i", "int"), Column("c", "char", "*"), Column("u", "unicodeChar", "*"),
-                 Column("fx", "char", "4"), Column("a", "short", "*")])  # fmt: skip
+    writer.head(
+        [
+            Column("i", "int"),
+            Column("c", "char", "*"),
+            Column("u", "unicodeChar", "*"),
+            Column("fx", "char", "4"),
+            Column("a", "short", "*"),
+        ]
+    )
     raw = writer.encode([(258, "ab", "é", "xy", [1, -1])]).tobytes()
-    assert raw == (b"\0\0\x01\x02" + b"\0\0\0\x02ab" + b"\0\0\0\x01\x00\xe9" + b"xy\0\0"
-                   + b"\0\0\0\x02\x00\x01\xff\xff")  # fmt: skip
+    assert raw == (
+        b"\0\0\x01\x02"
+        + b"\0\0\0\x02ab"
+        + b"\0\0\0\x01\x00\xe9"
+        + b"xy\0\0"
+        + b"\0\0\0\x02\x00\x01\xff\xff"
+    )
 
 
 @pytest.mark.parametrize("fmt", SERIALISATIONS)
@@ -389,11 +502,22 @@ def test_pyvo_sees_overflow():
 
 def test_timestamps_are_dali_utc_without_offset():
     field = Column("t", "char", "*", xtype="timestamp")
-    values = [dt.datetime(2024, 2, 29, 23, 59, 59, 999999),
-              dt.datetime(2024, 3, 1, 0, 30, tzinfo=PLUS2), dt.date(1999, 12, 31), None,
-              dt.datetime(1, 1, 1), dt.datetime(2024, 3, 1, tzinfo=UTC)]  # fmt: skip
-    expected = ["2024-02-29T23:59:59.999", "2024-02-29T22:30:00.000", "1999-12-31", None,
-                "0001-01-01T00:00:00.000", "2024-03-01T00:00:00.000"]  # fmt: skip
+    values = [
+        dt.datetime(2024, 2, 29, 23, 59, 59, 999999),
+        dt.datetime(2024, 3, 1, 0, 30, tzinfo=PLUS2),
+        dt.date(1999, 12, 31),
+        None,
+        dt.datetime(1, 1, 1),
+        dt.datetime(2024, 3, 1, tzinfo=UTC),
+    ]
+    expected = [
+        "2024-02-29T23:59:59.999",
+        "2024-02-29T22:30:00.000",
+        "1999-12-31",
+        None,
+        "0001-01-01T00:00:00.000",
+        "2024-03-01T00:00:00.000",
+    ]
     for fmt in SERIALISATIONS:
         col = column(table_of(render(fmt, [field], [[(v,) for v in values]])), "t")
         got = [None if m else str(v) for v, m in zip(col.data, nulls(col), strict=True)]
@@ -549,14 +673,24 @@ def test_votlint_says_nothing_of_our_polygons_it_does_not_say_of_stil_s(fmt, tmp
     rows = [(1, TRIANGLE), (2, None), (3, [])]
     ours = tmp_path / "ours.vot"
     ours.write_bytes(render(fmt, fields, [rows]))
-    csv = subprocess.run([STILTS, "tpipe", f"in={ours}", "ofmt=csv", "omode=out"],  # type: ignore[list-item]
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    csv = subprocess.run(
+        [STILTS, "tpipe", f"in={ours}", "ofmt=csv", "omode=out"],  # type: ignore[list-item]
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert csv.splitlines()[1:] == ['1,"(10.0, 20.0, 11.0, 20.0, 10.5, 21.0)"', "2,", "3,"]
-    ofmt = {"votable/b2": "votable-binary2-inline", "votable/bin": "votable-binary-inline",
-            "votable/td": "votable-tabledata"}[fmt]  # fmt: skip
+    ofmt = {
+        "votable/b2": "votable-binary2-inline",
+        "votable/bin": "votable-binary-inline",
+        "votable/td": "votable-tabledata",
+    }[fmt]
     theirs = tmp_path / "stil.vot"
-    subprocess.run([STILTS, "tpipe", f"in={ours}", f"out={theirs}", f"ofmt={ofmt}"],  # type: ignore[list-item]
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [STILTS, "tpipe", f"in={ours}", f"out={theirs}", f"ofmt={ofmt}"],  # type: ignore[list-item]
+        check=True,
+        capture_output=True,
+    )
     assert _normalised(votlint(ours)) <= _normalised(votlint(theirs))
 
 
@@ -587,16 +721,23 @@ def _random_rows(rng: np.random.Generator, n: int, offset: int) -> list[tuple]:
     rows = []
     for i in range(n):
         length = int(rng.integers(0, 5))
-        rows.append((
-            offset + i, maybe(bool(rng.integers(2))), maybe(int(rng.integers(0, 255))),
-            maybe(int(rng.integers(-(2**62), 2**62))), maybe(float(np.float32(rng.normal()))),
-            maybe(float(rng.normal() * 1e6)), maybe(str(rng.choice(words))),
-            maybe(str(rng.choice(words))[:5]), maybe(str(rng.choice(words))),
-            maybe(dt.datetime(2000, 1, 1) + dt.timedelta(seconds=float(rng.uniform(0, 1e9)))),
-            maybe([float(rng.uniform(0, 360)), float(rng.uniform(-90, 90))]),
-            maybe([float(x) for x in rng.normal(size=length)]),
-            maybe([int(x) for x in rng.integers(-1000, 1000, 2)]),
-        ))  # fmt: skip
+        rows.append(
+            (
+                offset + i,
+                maybe(bool(rng.integers(2))),
+                maybe(int(rng.integers(0, 255))),
+                maybe(int(rng.integers(-(2**62), 2**62))),
+                maybe(float(np.float32(rng.normal()))),
+                maybe(float(rng.normal() * 1e6)),
+                maybe(str(rng.choice(words))),
+                maybe(str(rng.choice(words))[:5]),
+                maybe(str(rng.choice(words))),
+                maybe(dt.datetime(2000, 1, 1) + dt.timedelta(seconds=float(rng.uniform(0, 1e9)))),
+                maybe([float(rng.uniform(0, 360)), float(rng.uniform(-90, 90))]),
+                maybe([float(x) for x in rng.normal(size=length)]),
+                maybe([int(x) for x in rng.integers(-1000, 1000, 2)]),
+            )
+        )
     return rows
 
 
@@ -623,8 +764,10 @@ def test_serialisations_agree_on_random_batches():
     for size in (1, 2, 3, 10, 0, 29, 64, 5):
         batches.append(_random_rows(rng, size, offset))
         offset += size
-    decoded = {fmt: _as_python(table_of(render(fmt, RANDOM_FIELDS, batches)))
-               for fmt in ("votable/b2", "votable/td")}  # fmt: skip
+    decoded = {
+        fmt: _as_python(table_of(render(fmt, RANDOM_FIELDS, batches)))
+        for fmt in ("votable/b2", "votable/td")
+    }
     assert decoded["votable/b2"] == decoded["votable/td"]
     binary = _as_python(table_of(render("votable/bin", RANDOM_FIELDS, batches)))
     ub = [f.name for f in RANDOM_FIELDS].index("ub")
@@ -637,8 +780,12 @@ def test_serialisations_agree_on_random_batches():
 
 def test_one_long_value_among_short_ones():
     # makes padding every row to the longest value too costly: bytes are scattered instead
-    fields = [Column("i", "int"), Column("s", "char", "*"), Column("t", "char", "*",
-              xtype="timestamp"), Column("v", "short", "*")]  # fmt: skip
+    fields = [
+        Column("i", "int"),
+        Column("s", "char", "*"),
+        Column("t", "char", "*", xtype="timestamp"),
+        Column("v", "short", "*"),
+    ]
     when = dt.datetime(2024, 5, 6, 7, 8, 9)
     rows = [(i, "short", when, [i]) for i in range(200)]
     rows[7] = (7, "H" * 2_000_000, None, [])

@@ -25,7 +25,8 @@ def embedded(data: bytes):
     meta = open_parquet(data).metadata.metadata
     assert meta[b"IVOA.VOTable-Parquet.version"] == b"1.0"
     return meta[b"IVOA.VOTable-Parquet.content"].decode(), parse(
-        io.BytesIO(meta[b"IVOA.VOTable-Parquet.content"]))  # fmt: skip
+        io.BytesIO(meta[b"IVOA.VOTable-Parquet.content"])
+    )
 
 
 def test_values_types_and_nulls():
@@ -110,10 +111,12 @@ def test_astropy_reads_units_and_ucds():
     pytest.importorskip("pandas")  # astropy's Parquet reader needs it
     # astropy's reader stitches the embedded VOTable to the data with vstack, which fails
     # for variable-length char columns (object vs str) and NULL strings: numeric columns
-    fields = [Column("id", "long", ucd="meta.id"), Column("ra", "double", unit="deg",
-              ucd="pos.eq.ra", description="Right ascension"),
-              Column("mag", "float", unit="mag"), Column("pos", "double", "2", xtype="point",
-              unit="deg")]  # fmt: skip
+    fields = [
+        Column("id", "long", ucd="meta.id"),
+        Column("ra", "double", unit="deg", ucd="pos.eq.ra", description="Right ascension"),
+        Column("mag", "float", unit="mag"),
+        Column("pos", "double", "2", xtype="point", unit="deg"),
+    ]
     rows = [(1, 10.5, 12.25, (10.5, -5.0)), (2, 11.5, 13.5, (11.5, -6.0))]
     table = Table.read(io.BytesIO(render("parquet", fields, [rows])), format="parquet.votable")
     assert list(table["id"]) == [1, 2]

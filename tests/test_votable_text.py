@@ -17,18 +17,88 @@ from vo_service.votable.text import DelimitedWriter
 from .test_votable import FIELDS, ROWS, TRIANGLE, render
 
 EXPECTED = [
-    ["1", "true", "0", "-32767", "2147483647", "1.5", "0.1", "plain", "ABCDEF", "ünïcödé",
-     "2024-01-02T03:04:05.678", "10.0 20.0", "10.0 20.0 0.5",
-     "10.0 20.0 11.0 20.0 10.5 21.0", "1 2 3", "1 2", "2.5", "0.25"],
+    [
+        "1",
+        "true",
+        "0",
+        "-32767",
+        "2147483647",
+        "1.5",
+        "0.1",
+        "plain",
+        "ABCDEF",
+        "ünïcödé",
+        "2024-01-02T03:04:05.678",
+        "10.0 20.0",
+        "10.0 20.0 0.5",
+        "10.0 20.0 11.0 20.0 10.5 21.0",
+        "1 2 3",
+        "1 2",
+        "2.5",
+        "0.25",
+    ],
     [""] * len(FIELDS),
-    ["-3", "false", "254", "7", "-5", "", "+Inf", "Λ-CDM <&> ok", "ΛΛΛΛ", "€ and 😀",
-     "2020-05-06", "1.0 2.0", "0.0 0.0 1.0", "", "-1 0 1", "", "", "-0.00001"],
-    ["1099511627776", "", "", "", "", "", "-Inf", "", "", "", "2024-01-01T23:00:00.000",
-     "", "", "", "", "", "1e+300", ""],
-    ["5", "false", "3", "1", "2", "3.25", "-0.5", 'quote " comma , tab \t end', "x", "x",
-     "2021-03-04T05:06:07.800", "359.5 -89.5", "1.0 2.0 3.0",
-     "10.0 20.0 11.0 20.0 10.5 21.0 10.0 21.0", "0 0 0", "7", "0.0", "1.0"],
-]  # fmt: skip
+    [
+        "-3",
+        "false",
+        "254",
+        "7",
+        "-5",
+        "",
+        "+Inf",
+        "Λ-CDM <&> ok",
+        "ΛΛΛΛ",
+        "€ and 😀",
+        "2020-05-06",
+        "1.0 2.0",
+        "0.0 0.0 1.0",
+        "",
+        "-1 0 1",
+        "",
+        "",
+        "-0.00001",
+    ],
+    [
+        "1099511627776",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "-Inf",
+        "",
+        "",
+        "",
+        "2024-01-01T23:00:00.000",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "1e+300",
+        "",
+    ],
+    [
+        "5",
+        "false",
+        "3",
+        "1",
+        "2",
+        "3.25",
+        "-0.5",
+        'quote " comma , tab \t end',
+        "x",
+        "x",
+        "2021-03-04T05:06:07.800",
+        "359.5 -89.5",
+        "1.0 2.0 3.0",
+        "10.0 20.0 11.0 20.0 10.5 21.0 10.0 21.0",
+        "0 0 0",
+        "7",
+        "0.0",
+        "1.0",
+    ],
+]
 
 
 def test_csv_round_trip_with_csv_module():
@@ -47,10 +117,17 @@ def test_csv_quotes_only_where_needed():
 
 
 def test_csv_with_astropy():
-    fields = [Column("id", "long"), Column("ra", "double", unit="deg"),
-              Column("name", "char", "*"), Column("t", "char", "*", xtype="timestamp")]  # fmt: skip
-    rows = [(1, 10.5, "a, b", dt.datetime(2024, 1, 1, 12)), (2, None, None, None),
-            (3, 11.0, 'say "hi"', dt.datetime(2024, 1, 2))]  # fmt: skip
+    fields = [
+        Column("id", "long"),
+        Column("ra", "double", unit="deg"),
+        Column("name", "char", "*"),
+        Column("t", "char", "*", xtype="timestamp"),
+    ]
+    rows = [
+        (1, 10.5, "a, b", dt.datetime(2024, 1, 1, 12)),
+        (2, None, None, None),
+        (3, 11.0, 'say "hi"', dt.datetime(2024, 1, 2)),
+    ]
     table = Table.read(io.BytesIO(render("csv", fields, [rows])), format="ascii.csv")
     assert table.colnames == ["id", "ra", "name", "t"]
     assert list(table["id"]) == [1, 2, 3]

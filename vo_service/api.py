@@ -101,8 +101,7 @@ async def _require_pi(conn: AsyncConnection, code: str, who: Identity) -> None:
 @endpoint
 async def me(request: Request, conn: AsyncConnection) -> Response:
     who = _user(request)
-    return JSONResponse({"user_id": who.user_id, "username": who.username,
-                         "staff": who.is_staff})  # fmt: skip
+    return JSONResponse({"user_id": who.user_id, "username": who.username, "staff": who.is_staff})
 
 
 @endpoint
@@ -134,8 +133,9 @@ async def show_proposal(request: Request, conn: AsyncConnection) -> Response:
         "u.username",
         [code],
     )
-    return JSONResponse({**(proposal or {}), "your_role": role,
-                         "members": await members.fetchall()})  # fmt: skip
+    return JSONResponse(
+        {**(proposal or {}), "your_role": role, "members": await members.fetchall()}
+    )
 
 
 @endpoint
@@ -181,8 +181,9 @@ async def reduction_settings(request: Request, conn: AsyncConnection) -> Respons
             "UPDATE auth.proposals SET reduction_settings = %s WHERE proposal_id = %s",
             [Jsonb(overrides), code],
         )
-    return JSONResponse({"settings": settings_from(overrides).as_dict(),
-                         "defaults": ReductionSettings().as_dict()})  # fmt: skip
+    return JSONResponse(
+        {"settings": settings_from(overrides).as_dict(), "defaults": ReductionSettings().as_dict()}
+    )
 
 
 @endpoint
@@ -199,8 +200,10 @@ async def tokens(request: Request, conn: AsyncConnection) -> Response:
         "WHERE user_id = %s AND revoked_at IS NULL ORDER BY token_id",
         [who.user_id],
     )
-    rows = [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()}
-            for r in await cur.fetchall()]  # fmt: skip
+    rows = [
+        {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()}
+        for r in await cur.fetchall()
+    ]
     return JSONResponse({"tokens": rows})
 
 
@@ -233,8 +236,14 @@ async def login(request: Request, conn: AsyncConnection) -> Response:
         [cookie_hash, who.user_id, csrf, datetime.now(UTC) + timedelta(hours=SESSION_HOURS)],
     )
     response = JSONResponse({"username": who.username, "csrf_token": csrf})
-    response.set_cookie(SESSION_COOKIE, cookie, max_age=SESSION_HOURS * 3600, httponly=True,
-                        samesite="lax", secure=request.url.scheme == "https")  # fmt: skip
+    response.set_cookie(
+        SESSION_COOKIE,
+        cookie,
+        max_age=SESSION_HOURS * 3600,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
     return response
 
 
@@ -259,12 +268,17 @@ async def logout(request: Request, conn: AsyncConnection) -> Response:
 def _op(summary: str, *, body: dict | None = None, ok: str = "200") -> dict[str, Any]:
     operation: dict[str, Any] = {
         "summary": summary,
-        "responses": {ok: {"description": "success"}, "401": {"description": "not logged in"},
-                      "404": {"description": "unknown, or not yours"}},
-    }  # fmt: skip
+        "responses": {
+            ok: {"description": "success"},
+            "401": {"description": "not logged in"},
+            "404": {"description": "unknown, or not yours"},
+        },
+    }
     if body is not None:
-        operation["requestBody"] = {"required": True, "content": {"application/json": {
-            "schema": {"type": "object", "properties": body}}}}  # fmt: skip
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "object", "properties": body}}},
+        }
     return operation
 
 
@@ -272,38 +286,66 @@ _CODE = {"name": "code", "in": "path", "required": True, "schema": {"type": "str
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {"title": "vo-service proposals API", "version": __version__},
-    "components": {"securitySchemes": {
-        "basic": {"type": "http", "scheme": "basic"},
-        "bearer": {"type": "http", "scheme": "bearer"},
-        "session": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE}}},
+    "components": {
+        "securitySchemes": {
+            "basic": {"type": "http", "scheme": "basic"},
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "session": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE},
+        }
+    },
     "security": [{"basic": []}, {"bearer": []}, {"session": []}],
     "paths": {
         "/api/me": {"get": _op("Who am I")},
-        "/api/login": {"post": _op("Start a browser session", body={
-            "username": {"type": "string"}, "password": {"type": "string"}})},
+        "/api/login": {
+            "post": _op(
+                "Start a browser session",
+                body={"username": {"type": "string"}, "password": {"type": "string"}},
+            )
+        },
         "/api/logout": {"post": _op("End my sessions", ok="204")},
-        "/api/invitations/accept": {"post": _op("Set a password with an invitation token",
-            body={"invitation_token": {"type": "string"}, "password": {"type": "string"}})},
+        "/api/invitations/accept": {
+            "post": _op(
+                "Set a password with an invitation token",
+                body={"invitation_token": {"type": "string"}, "password": {"type": "string"}},
+            )
+        },
         "/api/proposals": {"get": _op("My proposals (all of them for staff)")},
         "/api/proposals/{code}": {"parameters": [_CODE], "get": _op("A proposal and members")},
-        "/api/proposals/{code}/members": {"parameters": [_CODE], "post": _op(
-            "Add a collaborator by e-mail (PI or staff); unknown addresses are invited",
-            body={"email": {"type": "string"}}, ok="201")},
-        "/api/proposals/{code}/members/{username}": {"parameters": [_CODE, {
-            "name": "username", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "delete": _op("Remove a collaborator (PI or staff)", ok="204")},
-        "/api/proposals/{code}/settings": {"parameters": [_CODE],
+        "/api/proposals/{code}/members": {
+            "parameters": [_CODE],
+            "post": _op(
+                "Add a collaborator by e-mail (PI or staff); unknown addresses are invited",
+                body={"email": {"type": "string"}},
+                ok="201",
+            ),
+        },
+        "/api/proposals/{code}/members/{username}": {
+            "parameters": [
+                _CODE,
+                {"name": "username", "in": "path", "required": True, "schema": {"type": "string"}},
+            ],
+            "delete": _op("Remove a collaborator (PI or staff)", ok="204"),
+        },
+        "/api/proposals/{code}/settings": {
+            "parameters": [_CODE],
             "get": _op("Reduction settings with their defaults"),
-            "put": _op("Change reduction settings (PI or staff)", body={
-                name: {} for name in ReductionSettings().as_dict()})},
-        "/api/tokens": {"get": _op("My active API tokens"),
-                        "post": _op("Create a token (shown once)", body={
-                            "name": {"type": "string"}}, ok="201")},
-        "/api/tokens/{token_id}": {"parameters": [{"name": "token_id", "in": "path",
-            "required": True, "schema": {"type": "integer"}}],
-            "delete": _op("Revoke a token at once", ok="204")},
+            "put": _op(
+                "Change reduction settings (PI or staff)",
+                body={name: {} for name in ReductionSettings().as_dict()},
+            ),
+        },
+        "/api/tokens": {
+            "get": _op("My active API tokens"),
+            "post": _op("Create a token (shown once)", body={"name": {"type": "string"}}, ok="201"),
+        },
+        "/api/tokens/{token_id}": {
+            "parameters": [
+                {"name": "token_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+            ],
+            "delete": _op("Revoke a token at once", ok="204"),
+        },
     },
-}  # fmt: skip
+}
 
 
 async def openapi(request: Request) -> Response:

@@ -18,6 +18,8 @@ class Settings:
     async_timeout_s: float
     async_retention_days: float
     public_url: str | None
+    upload_limit_bytes: int
+    workers: int
 
     @property
     def embedded(self) -> bool:
@@ -41,4 +43,6 @@ def settings() -> Settings:
         async_timeout_s=float(os.environ.get("VO_SERVICE_ASYNC_TIMEOUT", "3600")),
         async_retention_days=float(os.environ.get("VO_SERVICE_RETENTION_DAYS", "7")),
         public_url=os.environ.get("VO_SERVICE_PUBLIC_URL") or None,
+        upload_limit_bytes=_int("VO_SERVICE_UPLOAD_LIMIT", 50 * 1024 * 1024),
+        workers=_int("VO_SERVICE_WORKERS", min(4, os.cpu_count() or 1)),
     )

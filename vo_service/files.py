@@ -20,12 +20,12 @@ from vo_service.dali import error_response
 from vo_service.db.reader import enter_reader
 
 
-async def visible_frame_path(pool: AsyncConnectionPool, role: str, identity: Identity | None,
-                             obs_id: str) -> Path | None:  # fmt: skip
+async def visible_frame_path(
+    pool: AsyncConnectionPool, role: str, identity: Identity | None, obs_id: str
+) -> Path | None:
     async with pool.connection() as conn, conn.transaction():
         await enter_reader(conn, role, identity.user_id if identity else None, 10.0)
-        cur = await conn.execute("SELECT frame_id FROM archive.frames WHERE obs_id = %s",
-                                 [obs_id])  # fmt: skip
+        cur = await conn.execute("SELECT frame_id FROM archive.frames WHERE obs_id = %s", [obs_id])
         row = await cur.fetchone()
         if row is None:
             return None
@@ -39,8 +39,9 @@ async def visible_frame_path(pool: AsyncConnectionPool, role: str, identity: Ide
 async def raw_frame(request: Request) -> Response:
     state = request.app.state.vo
     obs_id = request.path_params["obs_id"]
-    path = await visible_frame_path(state.pool, state.settings.query_role,
-                                    identity_of(request.scope), obs_id)  # fmt: skip
+    path = await visible_frame_path(
+        state.pool, state.settings.query_role, identity_of(request.scope), obs_id
+    )
     if path is None:
         return error_response(f"no frame {obs_id!r}", 404)
     return FileResponse(path, media_type="application/fits", filename=path.name)

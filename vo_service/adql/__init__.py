@@ -53,7 +53,7 @@ __all__ = [
     "parse",
     "translate",
     "upload_table_sql",
-]  # fmt: skip
+]
 
 # TAPRegExt languageFeatures this translator implements, for the capabilities document.
 # IVOIDs compare case-insensitively. Keys are spelled as TAPRegExt 1.0 writes them, which
@@ -62,8 +62,19 @@ __all__ = [
 # reported as a custom feature rather than as a misspelt standard one.
 LANGUAGE_FEATURES: dict[str, tuple[str, ...]] = {
     "ivo://ivoa.net/std/TAPRegExt#features-adqlgeo": (
-        "POINT", "CIRCLE", "POLYGON", "BOX", "REGION", "CONTAINS", "INTERSECTS", "DISTANCE",
-        "AREA", "CENTROID", "COORD1", "COORD2", "COORDSYS",
+        "POINT",
+        "CIRCLE",
+        "POLYGON",
+        "BOX",
+        "REGION",
+        "CONTAINS",
+        "INTERSECTS",
+        "DISTANCE",
+        "AREA",
+        "CENTROID",
+        "COORD1",
+        "COORD2",
+        "COORDSYS",
     ),
     "ivo://ivoa.net/std/TAPRegExt#features-udf": tuple(u.form for u in UDFS.values()),
     "ivo://ivoa.net/std/TAPRegExt#features-adql-string": ("LOWER", "UPPER", "ILIKE"),
@@ -73,7 +84,7 @@ LANGUAGE_FEATURES: dict[str, tuple[str, ...]] = {
     "ivo://ivoa.net/std/tapregext#features-adql-conditional": ("COALESCE",),
     "ivo://ivoa.net/std/TAPRegExt#features-adql-unit": ("IN_UNIT",),
     "ivo://ivoa.net/std/TAPRegExt#features-adql-offset": ("OFFSET",),
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)

@@ -170,9 +170,24 @@ class Not:
 
 
 Expr = (
-    Literal | ColumnRef | Call | Unary | Binary | Cast | Case | ScalarSubquery
-    | Compare | Between | Like | InList | InQuery | IsNull | Exists | BoolOp | Not
-)  # fmt: skip
+    Literal
+    | ColumnRef
+    | Call
+    | Unary
+    | Binary
+    | Cast
+    | Case
+    | ScalarSubquery
+    | Compare
+    | Between
+    | Like
+    | InList
+    | InQuery
+    | IsNull
+    | Exists
+    | BoolOp
+    | Not
+)
 CONDITIONS = (Compare, Between, Like, InList, InQuery, IsNull, Exists, BoolOp, Not)
 
 

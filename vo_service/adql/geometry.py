@@ -54,7 +54,9 @@ def check_frame(value: str | None, pos: tuple[int, int]) -> None:
         return
     raise _error(
         f"coordinate system '{value}' is not supported: positions in this service are ICRS; "
-        "use 'ICRS' or leave the coordinate system out", pos)  # fmt: skip
+        "use 'ICRS' or leave the coordinate system out",
+        pos,
+    )
 
 
 def number(value: float, what: str = "coordinate") -> str:
@@ -84,9 +86,12 @@ def need_geometry(x: X, what: str, pos: tuple[int, int]) -> str:
 def plain(x: X, what: str, pos: tuple[int, int]) -> str:
     """The pgsphere value of ``x``; fails for circles beyond pgsphere's 90° radius."""
     if x.big_circle:
-        raise _error(f"circles with a radius above 90° cannot be used in {what}; "
-                     "they are supported in CONTAINS, INTERSECTS, AREA, CENTROID and the "
-                     "select list", pos)  # fmt: skip
+        raise _error(
+            f"circles with a radius above 90° cannot be used in {what}; "
+            "they are supported in CONTAINS, INTERSECTS, AREA, CENTROID and the "
+            "select list",
+            pos,
+        )
     return x.sql
 
 
@@ -101,8 +106,14 @@ def point(lon: X, lat: X, pos: tuple[int, int]) -> X:
         if not -90 <= lat.const <= 90:
             raise _error(f"latitude {lat.const} is outside [-90, 90]", pos)
         const = (lon.const, lat.const)
-    return X(f"spoint(radians({lon.sql}), radians({lat.sql}))", ty.POINT, name="point",
-             agg=lon.agg or lat.agg, unit="deg", point=const)  # fmt: skip
+    return X(
+        f"spoint(radians({lon.sql}), radians({lat.sql}))",
+        ty.POINT,
+        name="point",
+        agg=lon.agg or lat.agg,
+        unit="deg",
+        point=const,
+    )
 
 
 def circle(center: X, radius: X, pos: tuple[int, int]) -> X:
@@ -113,8 +124,14 @@ def circle(center: X, radius: X, pos: tuple[int, int]) -> X:
     if r is not None and not 0 <= r <= 180:
         raise _error(f"a circle radius must be within [0, 180] degrees, not {r}", pos)
     sql = "" if r is not None and r > 90 else f"scircle({center.sql}, radians({radius.sql}))"
-    return X(sql, ty.CIRCLE, name="circle", agg=center.agg or radius.agg, unit="deg",
-             circle=(center, radius))  # fmt: skip
+    return X(
+        sql,
+        ty.CIRCLE,
+        name="circle",
+        agg=center.agg or radius.agg,
+        unit="deg",
+        circle=(center, radius),
+    )
 
 
 def polygon_from_pairs(coords: Sequence[X], pos: tuple[int, int]) -> X:
@@ -136,15 +153,22 @@ def polygon_from_points(points: Sequence[X], pos: tuple[int, int]) -> X:
         raise _error("POLYGON vertices must be all points or all numbers", pos)
     if all(p.point is not None for p in points):
         return polygon_const([p.point for p in points], pos)  # type: ignore[misc]
-    parts = [(_numeric_text(f"degrees(long({p.sql}))"), _numeric_text(f"degrees(lat({p.sql}))"))
-             for p in points]  # fmt: skip
+    parts = [
+        (_numeric_text(f"degrees(long({p.sql}))"), _numeric_text(f"degrees(lat({p.sql}))"))
+        for p in points
+    ]
     return _polygon_sql(parts, any(p.agg for p in points))
 
 
 def _polygon_sql(parts: list[tuple[str, str]], agg: bool) -> X:
     pieces = " || '),(' || ".join(f"{lon} || 'd,' || {lat} || 'd'" for lon, lat in parts)
-    return X(f"CAST('{{(' || {pieces} || ')}}' AS spoly)", ty.POLYGON, name="polygon", agg=agg,
-             unit="deg")  # fmt: skip
+    return X(
+        f"CAST('{{(' || {pieces} || ')}}' AS spoly)",
+        ty.POLYGON,
+        name="polygon",
+        agg=agg,
+        unit="deg",
+    )
 
 
 def polygon_const(vertices: Sequence[tuple[float, float]], pos: tuple[int, int]) -> X:
@@ -152,8 +176,9 @@ def polygon_const(vertices: Sequence[tuple[float, float]], pos: tuple[int, int])
         if not -90 <= lat <= 90:
             raise _error(f"latitude {lat} is outside [-90, 90]", pos)
     body = ",".join(f"({number(lon)}d,{number(lat)}d)" for lon, lat in vertices)
-    return X(f"spoly '{{{body}}}'", ty.POLYGON, name="polygon", unit="deg",
-             vertices=tuple(vertices))  # fmt: skip
+    return X(
+        f"spoly '{{{body}}}'", ty.POLYGON, name="polygon", unit="deg", vertices=tuple(vertices)
+    )
 
 
 def box(center: X, width: X, height: X, pos: tuple[int, int]) -> X:
@@ -171,12 +196,20 @@ def box_corners(lon: float, lat: float, w: float, h: float) -> list[tuple[float,
     corner_lat = math.atan(math.tan(math.radians(h / 2)) * math.cos(half_w))
     d, ra = math.radians(lat), math.radians(lon)
     out = []
-    for lo, la in ((half_w, corner_lat), (half_w, -corner_lat), (-half_w, -corner_lat),
-                   (-half_w, corner_lat)):  # fmt: skip
+    for lo, la in (
+        (half_w, corner_lat),
+        (half_w, -corner_lat),
+        (-half_w, -corner_lat),
+        (-half_w, corner_lat),
+    ):
         x, y, z = math.cos(la) * math.cos(lo), math.cos(la) * math.sin(lo), math.sin(la)
         x, z = math.cos(d) * x - math.sin(d) * z, math.sin(d) * x + math.cos(d) * z
-        out.append(((math.degrees(ra + math.atan2(y, x))) % 360.0,
-                    math.degrees(math.asin(max(-1.0, min(1.0, z))))))  # fmt: skip
+        out.append(
+            (
+                (math.degrees(ra + math.atan2(y, x))) % 360.0,
+                math.degrees(math.asin(max(-1.0, min(1.0, z)))),
+            )
+        )
     return out
 
 
@@ -193,8 +226,11 @@ def region(stcs: str, pos: tuple[int, int]) -> X:
     try:
         nums = [float(w) for w in rest]
     except ValueError:
-        raise _error(f"cannot read the STC-S region {stcs!r}; only Position, Circle, Box and "
-                     "Polygon with numbers are supported", pos) from None  # fmt: skip
+        raise _error(
+            f"cannot read the STC-S region {stcs!r}; only Position, Circle, Box and "
+            "Polygon with numbers are supported",
+            pos,
+        ) from None
     consts = [X(number(v), ty.DOUBLE, const=v) for v in nums]
     if shape == "POSITION" and len(nums) == 2:
         return point(consts[0], consts[1], pos)
@@ -204,8 +240,10 @@ def region(stcs: str, pos: tuple[int, int]) -> X:
         return box(point(consts[0], consts[1], pos), consts[2], consts[3], pos)
     if shape == "POLYGON":
         return polygon_from_pairs(consts, pos)
-    raise _error(f"unsupported STC-S region {stcs!r}: only Position, Circle, Box and Polygon "
-                 "are supported", pos)  # fmt: skip
+    raise _error(
+        f"unsupported STC-S region {stcs!r}: only Position, Circle, Box and Polygon are supported",
+        pos,
+    )
 
 
 def _is_float(word: str) -> bool:
@@ -293,8 +331,10 @@ def need_point(x: X, what: str, pos: tuple[int, int]) -> str:
 
 
 def distance(p: X, q: X, pos: tuple[int, int]) -> X:
-    sql = f"degrees({need_point(p, 'a DISTANCE argument', pos)} <-> " \
-          f"{need_point(q, 'a DISTANCE argument', pos)})"  # fmt: skip
+    sql = (
+        f"degrees({need_point(p, 'a DISTANCE argument', pos)} <-> "
+        f"{need_point(q, 'a DISTANCE argument', pos)})"
+    )
     return X(sql, ty.DOUBLE, name="distance", agg=p.agg or q.agg, unit="deg")
 
 
@@ -337,9 +377,14 @@ def _edge_moment(a: tuple[float, float, float], b: tuple[float, float, float]) -
 
 def polygon_centroid(vertices: Sequence[tuple[float, float]]) -> tuple[float, float]:
     """Centroid of the smaller region: direction of the first moment ½Σ θ·n̂ over the edges."""
-    vec = [(math.cos(math.radians(la)) * math.cos(math.radians(lo)),
+    vec = [
+        (
+            math.cos(math.radians(la)) * math.cos(math.radians(lo)),
             math.cos(math.radians(la)) * math.sin(math.radians(lo)),
-            math.sin(math.radians(la))) for lo, la in vertices]  # fmt: skip
+            math.sin(math.radians(la)),
+        )
+        for lo, la in vertices
+    ]
     m = [0.0, 0.0, 0.0]
     for i, v in enumerate(vec):
         for j, c in enumerate(_edge_moment(v, vec[(i + 1) % len(vec)])):
@@ -399,8 +444,9 @@ def coord(p: X, which: int, pos: tuple[int, int]) -> X:
 def coordsys(g: X, pos: tuple[int, int]) -> X:
     need_geometry(g, "the argument of COORDSYS", pos)
     ref = g.circle[0].sql if g.big_circle else g.sql  # type: ignore[index]
-    return X(f"CASE WHEN {ref} IS NULL THEN NULL ELSE 'ICRS' END", ty.CHAR, name="coordsys",
-             agg=g.agg)  # fmt: skip
+    return X(
+        f"CASE WHEN {ref} IS NULL THEN NULL ELSE 'ICRS' END", ty.CHAR, name="coordsys", agg=g.agg
+    )
 
 
 # --- output as DALI arrays ----------------------------------------------------------------------

@@ -22,18 +22,29 @@ from vo_service.adql.functions import (
     GEOMETRY_VALUED,
     UDF_NAME,
     UDFS,
-)  # fmt: skip
+)
 from vo_service.adql.grammar import DISPLAY, GRAMMAR, RANK
 from vo_service.adql.reserved import RESERVED_WORDS
 
 MAX_QUERY_LENGTH = 1_000_000
 _NUMBER = re.compile(r"([0-9]*)(?:(\.)([0-9]*))?(?:[eE]([+-]?)([0-9]+))?\Z")
 _CAST_TYPES = {
-    "SMALLINT": False, "INTEGER": False, "INT": False, "BIGINT": False, "REAL": False,
-    "DOUBLE PRECISION": False, "CHAR": True, "CHARACTER": True, "VARCHAR": True,
-    "CHAR VARYING": True, "CHARACTER VARYING": True, "TIMESTAMP": False, "POINT": False,
-    "CIRCLE": False, "POLYGON": False,
-}  # fmt: skip
+    "SMALLINT": False,
+    "INTEGER": False,
+    "INT": False,
+    "BIGINT": False,
+    "REAL": False,
+    "DOUBLE PRECISION": False,
+    "CHAR": True,
+    "CHARACTER": True,
+    "VARCHAR": True,
+    "CHAR VARYING": True,
+    "CHARACTER VARYING": True,
+    "TIMESTAMP": False,
+    "POINT": False,
+    "CIRCLE": False,
+    "POLYGON": False,
+}
 RESERVED = RESERVED_WORDS | frozenset(ADQL_FUNCTIONS)
 
 
@@ -100,7 +111,10 @@ class _Builder(Transformer):  # type: ignore[type-arg]
         if tok.upper() in RESERVED:
             raise _fail(
                 f"'{tok}' is a reserved word in ADQL; to use it as a name, write it as a "
-                f'delimited identifier: "{tok}"', _pos(tok), ["identifier"])  # fmt: skip
+                f'delimited identifier: "{tok}"',
+                _pos(tok),
+                ["identifier"],
+            )
         return a.Ident(str(tok), False, _pos(tok))
 
     def qual_prefix(self, c: list[Any]) -> list[a.Ident]:
@@ -109,8 +123,7 @@ class _Builder(Transformer):  # type: ignore[type-arg]
     def table_name(self, c: list[Any]) -> tuple[a.Ident, ...]:
         parts = (*c[0], c[1]) if len(c) == 2 else (c[0],)
         if len(parts) > 3:
-            raise _fail("a table name has at most three parts (catalog.schema.table)",
-                        parts[0].pos)  # fmt: skip
+            raise _fail("a table name has at most three parts (catalog.schema.table)", parts[0].pos)
         return parts
 
     def alias(self, c: list[a.Ident]) -> tuple[str, a.Ident]:
@@ -150,12 +163,15 @@ class _Builder(Transformer):  # type: ignore[type-arg]
             return body
         inner = body.query if isinstance(body, _Paren) else body
         if isinstance(body, _Paren) and (
-            inner.order_by or inner.offset is not None
+            inner.order_by
+            or inner.offset is not None
             or (isinstance(inner, a.Select) and inner.top is not None)
-        ):  # fmt: skip
+        ):
             raise _fail(
                 "ORDER BY/OFFSET cannot follow a parenthesised query that has its own TOP, "
-                "ORDER BY or OFFSET; make it a subquery in FROM instead", inner.pos)  # fmt: skip
+                "ORDER BY or OFFSET; make it a subquery in FROM instead",
+                inner.pos,
+            )
         if isinstance(inner, a.Select):
             return _replace_select(inner, order, offset)
         return a.SetOp(inner.op, inner.all, inner.left, inner.right, order, offset, inner.pos)
@@ -185,9 +201,17 @@ class _Builder(Transformer):  # type: ignore[type-arg]
             else:
                 parts[item[0]] = item[1]
         return a.Select(
-            parts.get("quantifier"), parts.get("top"), parts["items"], parts["from"],
-            parts.get("where"), parts.get("group", ()), parts.get("having"), (), None, pos,
-        )  # fmt: skip
+            parts.get("quantifier"),
+            parts.get("top"),
+            parts["items"],
+            parts["from"],
+            parts.get("where"),
+            parts.get("group", ()),
+            parts.get("having"),
+            (),
+            None,
+            pos,
+        )
 
     def quantifier(self, c: list[Token]) -> tuple[str, str]:
         return ("quantifier", c[0].upper())
@@ -418,8 +442,9 @@ class _Builder(Transformer):  # type: ignore[type-arg]
     def column_ref(self, c: list[Any]) -> a.ColumnRef:
         parts = (*c[0], c[1]) if len(c) == 2 else (c[0],)
         if len(parts) > 4:
-            raise _fail("a column name has at most four parts (catalog.schema.table.column)",
-                        parts[0].pos)  # fmt: skip
+            raise _fail(
+                "a column name has at most four parts (catalog.schema.table.column)", parts[0].pos
+            )
         return a.ColumnRef(parts, parts[0].pos)
 
     def call(self, c: list[Any]) -> a.Call:
@@ -474,12 +499,19 @@ class _Builder(Transformer):  # type: ignore[type-arg]
         if c[-1].type == "UNSIGNED":
             length = _unsigned_int(c[-1], "a length")
         if name not in _CAST_TYPES or (length is not None and not _CAST_TYPES[name]):
-            raise _fail(f"cannot CAST to {name}{'' if length is None else f'({length})'}",
-                        _pos(words[0]), sorted(_CAST_TYPES))  # fmt: skip
+            raise _fail(
+                f"cannot CAST to {name}{'' if length is None else f'({length})'}",
+                _pos(words[0]),
+                sorted(_CAST_TYPES),
+            )
         if length == 0:
             raise _fail("a CHAR/VARCHAR length must be positive", _pos(c[-1]))
-        canonical = {"INT": "INTEGER", "CHARACTER": "CHAR", "CHAR VARYING": "VARCHAR",
-                     "CHARACTER VARYING": "VARCHAR"}.get(name, name)  # fmt: skip
+        canonical = {
+            "INT": "INTEGER",
+            "CHARACTER": "CHAR",
+            "CHAR VARYING": "VARCHAR",
+            "CHARACTER VARYING": "VARCHAR",
+        }.get(name, name)
         return a.CastType(canonical, length)
 
 
@@ -499,8 +531,9 @@ def _unparen(node: Any) -> Any:
 
 
 def _replace_select(s: a.Select, order: tuple[a.SortItem, ...], offset: int | None) -> a.Select:
-    return a.Select(s.quantifier, s.top, s.items, s.from_, s.where, s.group_by, s.having,
-                    order, offset, s.pos)  # fmt: skip
+    return a.Select(
+        s.quantifier, s.top, s.items, s.from_, s.where, s.group_by, s.having, order, offset, s.pos
+    )
 
 
 def _from_pos(item: Any) -> a.Pos:
@@ -535,8 +568,7 @@ def _check_call(name: str, args: tuple[Any, ...], pos: a.Pos, quantifier: str | 
             want = {"DISTANCE": "2 or 4"}.get(upper) or (
                 str(lo) if lo == hi else f"at least {lo}" if hi is None else f"{lo} to {hi}"
             )
-            raise _fail(f"{upper} takes {want} argument{'s' if want != '1' else ''}, "
-                        f"not {n}", pos)  # fmt: skip
+            raise _fail(f"{upper} takes {want} argument{'s' if want != '1' else ''}, not {n}", pos)
         if quantifier and upper not in AGGREGATES:
             raise _fail(f"{quantifier} is only allowed in aggregate functions", pos)
         if upper == "POLYGON":
@@ -611,13 +643,18 @@ def _explain(text: str, err: UnexpectedToken) -> ADQLSyntaxError:
         keywords = {DISPLAY[n] for n in here if n in DISPLAY and DISPLAY[n].isupper()}
         if difflib.get_close_matches(prev.upper(), keywords, 1, 0.75):
             expected = _expected(here)
-            return ADQLSyntaxError(f"unexpected '{prev}'{_describe(expected)}",
-                                   prev.line or 0, prev.column or 0, expected)  # fmt: skip
+            return ADQLSyntaxError(
+                f"unexpected '{prev}'{_describe(expected)}",
+                prev.line or 0,
+                prev.column or 0,
+                expected,
+            )
     expected = _expected(accepted)
     if tok.type == "$END":
         line, column = _end_position(text)
-        return ADQLSyntaxError(f"unexpected end of query{_describe(expected)}", line, column,
-                               expected)  # fmt: skip
+        return ADQLSyntaxError(
+            f"unexpected end of query{_describe(expected)}", line, column, expected
+        )
     shown = tok if len(tok) <= 40 else tok[:37] + "..."
     quote = '"' if "'" in shown else "'"
     message = f"unexpected {quote}{shown}{quote}{_describe(expected)}"
@@ -640,8 +677,10 @@ def parse(text: str) -> a.Query:
         raise _explain(text, err) from None
     except UnexpectedCharacters as err:
         char = text[err.pos_in_stream] if err.pos_in_stream < len(text) else ""
-        what = {"'": "unterminated string literal", '"': "unterminated delimited identifier",
-                }.get(char, f"unexpected character {char!r}")  # fmt: skip
+        what = {
+            "'": "unterminated string literal",
+            '"': "unterminated delimited identifier",
+        }.get(char, f"unexpected character {char!r}")
         raise ADQLSyntaxError(what, err.line, err.column) from None
 
 

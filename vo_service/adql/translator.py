@@ -28,10 +28,13 @@ from vo_service.adql.typesys import Typ, X
 from vo_service.metadata import Catalog, Column, Table
 
 _CAST_SQL = {
-    "SMALLINT": ("smallint", ty.SHORT), "INTEGER": ("integer", ty.INT),
-    "BIGINT": ("bigint", ty.LONG), "REAL": ("real", ty.FLOAT),
-    "DOUBLE PRECISION": ("double precision", ty.DOUBLE), "TIMESTAMP": ("timestamp", ty.TIMESTAMP),
-}  # fmt: skip
+    "SMALLINT": ("smallint", ty.SHORT),
+    "INTEGER": ("integer", ty.INT),
+    "BIGINT": ("bigint", ty.LONG),
+    "REAL": ("real", ty.FLOAT),
+    "DOUBLE PRECISION": ("double precision", ty.DOUBLE),
+    "TIMESTAMP": ("timestamp", ty.TIMESTAMP),
+}
 _JOIN_SQL = {"INNER": "JOIN", "LEFT": "LEFT JOIN", "RIGHT": "RIGHT JOIN", "FULL": "FULL JOIN"}
 _BITWISE_SQL = {"&": "&", "|": "|", "^": "#"}
 UPLOAD_SCHEMA = "tap_upload"
@@ -149,8 +152,11 @@ class Translator:
                     if len({c.key for c in cte.columns}) != len(cte.columns):
                         raise _error(f"WITH {cte.name} names a column twice", cte.name.pos)
                     if len(cte.columns) != len(outs):
-                        raise _error(f"WITH {cte.name} names {len(cte.columns)} columns but its "
-                                     f"query has {len(outs)}", cte.name.pos)  # fmt: skip
+                        raise _error(
+                            f"WITH {cte.name} names {len(cte.columns)} columns but its "
+                            f"query has {len(outs)}",
+                            cte.name.pos,
+                        )
                     outs = [
                         _Out(i.name, i.key, i.key, o.x)
                         for i, o in zip(cte.columns, outs, strict=True)
@@ -164,27 +170,32 @@ class Translator:
         fields = [_field(o) for o in body.outs]
         return prefix + body.sql, fields, body.top
 
-    def query(self, node: a.QueryNode, parent: _Scope | None, top: bool,
-              max_rows: int | None) -> _Sub:  # fmt: skip
+    def query(
+        self, node: a.QueryNode, parent: _Scope | None, top: bool, max_rows: int | None
+    ) -> _Sub:
         if isinstance(node, a.Select):
             return self.select(node, parent, top, max_rows)
         return self.setop(node, parent, top, max_rows)
 
-    def setop(self, node: a.SetOp, parent: _Scope | None, top: bool,
-              max_rows: int | None) -> _Sub:  # fmt: skip
+    def setop(self, node: a.SetOp, parent: _Scope | None, top: bool, max_rows: int | None) -> _Sub:
         left = self.query(node.left, parent, top, None)
         right = self.query(node.right, parent, top, None)
         if len(left.outs) != len(right.outs):
-            raise _error(f"the operands of {node.op} have {len(left.outs)} and {len(right.outs)} "
-                         "columns; they must have the same number", node.pos)  # fmt: skip
+            raise _error(
+                f"the operands of {node.op} have {len(left.outs)} and {len(right.outs)} "
+                "columns; they must have the same number",
+                node.pos,
+            )
         parts = [f"({left.sql}) {node.op}{' ALL' if node.all else ''} ({right.sql})"]
         if node.order_by:
             keys = []
             for item in node.order_by:
                 index = _output_index(item.expr, left.outs)
                 if index is None:
-                    raise _error(f"ORDER BY after {node.op} must name a result column or give "
-                                 "its position", _expr_pos(item.expr))  # fmt: skip
+                    raise _error(
+                        f"ORDER BY after {node.op} must name a result column or give its position",
+                        _expr_pos(item.expr),
+                    )
                 keys.append(f"{index}{' DESC' if item.descending else ''}")
             parts.append("ORDER BY " + ", ".join(keys))
         if max_rows is not None:
@@ -197,37 +208,53 @@ class Translator:
             None,
         )
 
-    def select(self, s: a.Select, parent: _Scope | None, top: bool,
-               max_rows: int | None) -> _Sub:  # fmt: skip
+    def select(self, s: a.Select, parent: _Scope | None, top: bool, max_rows: int | None) -> _Sub:
         from_sql, scope = self.from_clause(s.from_, parent)
         items: list[tuple[X, a.Ident | None]] = []
         for item in s.items:
             if isinstance(item, a.Star):
                 for rc in self.star(item, scope):
-                    items.append((X(rc.sql, rc.typ, source=rc.meta, name=rc.name, unit=rc.unit,
-                                    key=rc.key), None))  # fmt: skip
+                    items.append(
+                        (
+                            X(
+                                rc.sql,
+                                rc.typ,
+                                source=rc.meta,
+                                name=rc.name,
+                                unit=rc.unit,
+                                key=rc.key,
+                            ),
+                            None,
+                        )
+                    )
             else:
                 items.append((self.expr(item.expr, scope), item.alias))
         outs = self._outputs(items, top)
         parts = ["SELECT DISTINCT" if s.quantifier == "DISTINCT" else "SELECT"]
-        parts.append(", ".join(
-            f"{_output_sql(o.x) if top else self._inner_sql(o.x)} AS {quote_ident(o.sql_name)}"
-            for o in outs))  # fmt: skip
+        parts.append(
+            ", ".join(
+                f"{_output_sql(o.x) if top else self._inner_sql(o.x)} AS {quote_ident(o.sql_name)}"
+                for o in outs
+            )
+        )
         parts.append("FROM " + from_sql)
         if s.where is not None:
             where = self.expr(s.where, scope)
             if where.agg:
-                raise _error("aggregate functions are not allowed in WHERE; use HAVING",
-                             s.where.pos)  # fmt: skip
+                raise _error(
+                    "aggregate functions are not allowed in WHERE; use HAVING", s.where.pos
+                )
             parts.append("WHERE " + where.sql)
         if s.group_by:
-            parts.append("GROUP BY " + ", ".join(self._group_key(g, scope, outs)
-                                                 for g in s.group_by))  # fmt: skip
+            parts.append(
+                "GROUP BY " + ", ".join(self._group_key(g, scope, outs) for g in s.group_by)
+            )
         if s.having is not None:
             parts.append("HAVING " + self.expr(s.having, scope).sql)
         if s.order_by:
-            parts.append("ORDER BY " + ", ".join(
-                self._sort_key(item, scope, outs) for item in s.order_by))  # fmt: skip
+            parts.append(
+                "ORDER BY " + ", ".join(self._sort_key(item, scope, outs) for item in s.order_by)
+            )
         limit = s.top
         if max_rows is not None:
             limit = max_rows if limit is None else min(limit, max_rows)
@@ -307,13 +334,15 @@ class Translator:
         for rel in rels:
             key = tuple(k.lower() for k in rel.quals[0])
             if key in seen:
-                raise _error(f"{rel.label} appears twice in FROM; give one of them an alias",
-                             rel.pos)  # fmt: skip
+                raise _error(
+                    f"{rel.label} appears twice in FROM; give one of them an alias", rel.pos
+                )
             seen[key] = rel.label
         return ", ".join(sqls), _Scope(rels, visible, parent)
 
-    def from_item(self, item: a.FromItem, parent: _Scope | None
-                  ) -> tuple[str, list[_Rel], list[_RCol]]:  # fmt: skip
+    def from_item(
+        self, item: a.FromItem, parent: _Scope | None
+    ) -> tuple[str, list[_Rel], list[_RCol]]:
         if isinstance(item, a.TableRef):
             return self.table_ref(item)
         if isinstance(item, a.DerivedTable):
@@ -325,8 +354,17 @@ class Translator:
 
     def _derived_rel(self, name: a.Ident, alias: str, outs: list[_Out], pos: a.Pos) -> _Rel:
         qa = quote_ident(alias)
-        cols = [_RCol(o.key or o.sql_name, o.name, f"{qa}.{quote_ident(o.sql_name)}",
-                      o.x.source, o.x.typ, o.x.unit) for o in outs]  # fmt: skip
+        cols = [
+            _RCol(
+                o.key or o.sql_name,
+                o.name,
+                f"{qa}.{quote_ident(o.sql_name)}",
+                o.x.source,
+                o.x.typ,
+                o.x.unit,
+            )
+            for o in outs
+        ]
         return _Rel(((name.key,),), str(name), cols, pos)
 
     def table_ref(self, t: a.TableRef) -> tuple[str, list[_Rel], list[_RCol]]:
@@ -341,13 +379,16 @@ class Translator:
         table, source, quals, label = self.lookup_table(parts, t.pos)
         alias = self.unique(t.alias.key if t.alias else table.name)
         qa = quote_ident(alias)
-        cols = [_RCol(c.name, c.name, f"{qa}.{quote_ident(c.name)}", c, ty.of_column(c), c.unit)
-                for c in table.published_columns]  # fmt: skip
+        cols = [
+            _RCol(c.name, c.name, f"{qa}.{quote_ident(c.name)}", c, ty.of_column(c), c.unit)
+            for c in table.published_columns
+        ]
         rel = _Rel(((t.alias.key,),) if t.alias else quals, str(t.alias or label), cols, t.pos)
         return f"{source} AS {qa}", [rel], list(cols)
 
-    def lookup_table(self, parts: tuple[a.Ident, ...], pos: a.Pos
-                     ) -> tuple[Table, str, tuple[tuple[str, ...], ...], str]:  # fmt: skip
+    def lookup_table(
+        self, parts: tuple[a.Ident, ...], pos: a.Pos
+    ) -> tuple[Table, str, tuple[tuple[str, ...], ...], str]:
         written = ".".join(str(p) for p in parts)
         if len(parts) == 3:
             raise _error(f"catalog names are not supported: write {parts[1]}.{parts[2]}", pos)
@@ -364,8 +405,13 @@ class Translator:
             candidates = [table] if table is not None else []
         else:
             candidates = [t for t in self.catalog.published_tables if _match(parts[0], t.name)]
-        candidates = [c for c in candidates if c.published and _match(parts[-1], c.name)
-                      and (len(parts) == 1 or _match(parts[0], c.schema))]  # fmt: skip
+        candidates = [
+            c
+            for c in candidates
+            if c.published
+            and _match(parts[-1], c.name)
+            and (len(parts) == 1 or _match(parts[0], c.schema))
+        ]
         if len(candidates) > 1:
             names = ", ".join(c.qualified_name for c in candidates)
             raise _error(f"table name {written} is ambiguous: qualify it ({names})", pos)
@@ -373,8 +419,11 @@ class Translator:
             known = [t.qualified_name for t in self.catalog.published_tables]
             close = difflib.get_close_matches(written.lower(), known, 3, 0.6)
             hint = f"; did you mean {' or '.join(close)}?" if close else ""
-            raise _error(f"unknown table {written}{hint} (TAP_SCHEMA.tables lists the tables "
-                         "that can be queried)", pos)  # fmt: skip
+            raise _error(
+                f"unknown table {written}{hint} (TAP_SCHEMA.tables lists the tables "
+                "that can be queried)",
+                pos,
+            )
         table = candidates[0]
         self.tables[table.qualified_name] = None
         source = f"{quote_ident(table.schema)}.{quote_ident(table.name)}"
@@ -399,8 +448,12 @@ class Translator:
                 lc = _only(lvis, ident, "the left side of the join")
                 rc = _only(rvis, ident, "the right side of the join")
                 conds.append(f"{lc.sql} = {rc.sql}")
-                sql = {"INNER": lc.sql, "LEFT": lc.sql, "RIGHT": rc.sql,
-                       "FULL": f"COALESCE({lc.sql}, {rc.sql})"}[j.kind]  # fmt: skip
+                sql = {
+                    "INNER": lc.sql,
+                    "LEFT": lc.sql,
+                    "RIGHT": rc.sql,
+                    "FULL": f"COALESCE({lc.sql}, {rc.sql})",
+                }[j.kind]
                 keep = rc if j.kind == "RIGHT" else lc
                 merged.append(_RCol(lc.key, lc.name, sql, keep.meta, keep.typ, keep.unit))
                 taken.update((id(lc), id(rc)))
@@ -432,24 +485,35 @@ class Translator:
             if qualifier:
                 rels = [r for r in s.rels if any(_qual_match(tuple(qualifier), q) for q in r.quals)]
                 if len(rels) > 1:
-                    raise _error(f"{written} is ambiguous: several tables match "
-                                 f"{'.'.join(str(q) for q in qualifier)}", ref.pos)  # fmt: skip
+                    raise _error(
+                        f"{written} is ambiguous: several tables match "
+                        f"{'.'.join(str(q) for q in qualifier)}",
+                        ref.pos,
+                    )
                 found = [c for c in rels[0].cols if _match(last, c.key)] if rels else []
                 if rels and not found:
-                    raise _error(f"table {rels[0].label} has no column {last}"
-                                 f"{_suggest(last, rels[0].cols)}", ref.pos)  # fmt: skip
+                    raise _error(
+                        f"table {rels[0].label} has no column {last}{_suggest(last, rels[0].cols)}",
+                        ref.pos,
+                    )
             else:
                 found = [c for c in s.visible if _match(last, c.key)]
             if found:
                 if len({c.sql for c in found}) > 1:
                     tables = ", ".join(sorted({c.sql.rsplit(".", 1)[0] for c in found}))
-                    raise _error(f"column {written} is ambiguous (it is in {tables}); qualify it "
-                                 "with a table name or alias", ref.pos)  # fmt: skip
+                    raise _error(
+                        f"column {written} is ambiguous (it is in {tables}); qualify it "
+                        "with a table name or alias",
+                        ref.pos,
+                    )
                 return found[0]
             s = s.parent
         if qualifier:
-            raise _error(f"{written}: {'.'.join(str(q) for q in qualifier)} is not a table or "
-                         "alias of the FROM clause", ref.pos)  # fmt: skip
+            raise _error(
+                f"{written}: {'.'.join(str(q) for q in qualifier)} is not a table or "
+                "alias of the FROM clause",
+                ref.pos,
+            )
         everything = [c for s2 in _chain(scope) for c in s2.visible]
         raise _error(f"unknown column {written}{_suggest(last, everything)}", ref.pos)
 
@@ -507,22 +571,35 @@ class Translator:
         if e.op in _BITWISE_SQL:
             _need_integer(left, e.op, e.pos)
             _need_integer(right, e.op, e.pos)
-            return X(f"({left.sql} {_BITWISE_SQL[e.op]} {right.sql})",
-                     ty.arithmetic(left.typ, right.typ), agg=agg)  # fmt: skip
+            return X(
+                f"({left.sql} {_BITWISE_SQL[e.op]} {right.sql})",
+                ty.arithmetic(left.typ, right.typ),
+                agg=agg,
+            )
         const = _fold(e.op, left.const, right.const)
         # PostgreSQL computes in numeric unless a double operand pulls the result to double.
         exact = any(v.typ.is_real and not v.numeric for v in (left, right))
         numeric = (left.numeric or right.numeric) and not exact
         unit = left.unit if e.op in "+-" and left.unit == right.unit else None
-        return X(f"({left.sql} {e.op} {right.sql})", ty.arithmetic(left.typ, right.typ),
-                 const=const, agg=agg, numeric=numeric, unit=unit)  # fmt: skip
+        return X(
+            f"({left.sql} {e.op} {right.sql})",
+            ty.arithmetic(left.typ, right.typ),
+            const=const,
+            agg=agg,
+            numeric=numeric,
+            unit=unit,
+        )
 
     def x_Compare(self, e: a.Compare, scope: _Scope) -> X:
         if e.op in ("=", "<>"):
             for call, other in ((e.left, e.right), (e.right, e.left)):
-                if (isinstance(call, a.Call) and call.name in ("CONTAINS", "INTERSECTS")
-                        and isinstance(other, a.Literal) and other.kind == "int"
-                        and other.text in ("0", "1")):  # fmt: skip
+                if (
+                    isinstance(call, a.Call)
+                    and call.name in ("CONTAINS", "INTERSECTS")
+                    and isinstance(other, a.Literal)
+                    and other.kind == "int"
+                    and other.text in ("0", "1")
+                ):
                     x = self.expr(call, scope)
                     truth = (other.text == "1") == (e.op == "=")
                     return X(x.pred if truth else f"(NOT {x.pred})", ty.BOOLEAN, agg=x.agg)  # type: ignore[arg-type]
@@ -571,8 +648,11 @@ class Translator:
         for v in (x, lo, hi):
             _no_geometry(v, "BETWEEN", e.pos)
         neg = "NOT " if e.negated else ""
-        return X(f"({x.sql} {neg}BETWEEN {lo.sql} AND {hi.sql})", ty.BOOLEAN,
-                 agg=x.agg or lo.agg or hi.agg)  # fmt: skip
+        return X(
+            f"({x.sql} {neg}BETWEEN {lo.sql} AND {hi.sql})",
+            ty.BOOLEAN,
+            agg=x.agg or lo.agg or hi.agg,
+        )
 
     def x_Like(self, e: a.Like, scope: _Scope) -> X:
         x, p = self.expr(e.expr, scope), self.expr(e.pattern, scope)
@@ -588,8 +668,11 @@ class Translator:
         for v in (x, *items):
             _no_geometry(v, "IN", e.pos)
         neg = "NOT " if e.negated else ""
-        return X(f"({x.sql} {neg}IN ({', '.join(i.sql for i in items)}))", ty.BOOLEAN,
-                 agg=x.agg or any(i.agg for i in items))  # fmt: skip
+        return X(
+            f"({x.sql} {neg}IN ({', '.join(i.sql for i in items)}))",
+            ty.BOOLEAN,
+            agg=x.agg or any(i.agg for i in items),
+        )
 
     def x_InQuery(self, e: a.InQuery, scope: _Scope) -> X:
         x = self.expr(e.expr, scope)
@@ -609,8 +692,9 @@ class Translator:
 
     def x_BoolOp(self, e: a.BoolOp, scope: _Scope) -> X:
         xs = self.values(e.items, scope)
-        return X("(" + f" {e.op} ".join(x.sql for x in xs) + ")", ty.BOOLEAN,
-                 agg=any(x.agg for x in xs))  # fmt: skip
+        return X(
+            "(" + f" {e.op} ".join(x.sql for x in xs) + ")", ty.BOOLEAN, agg=any(x.agg for x in xs)
+        )
 
     def x_Not(self, e: a.Not, scope: _Scope) -> X:
         x = self.expr(e.operand, scope)
@@ -619,8 +703,9 @@ class Translator:
     def x_ScalarSubquery(self, e: a.ScalarSubquery, scope: _Scope) -> X:
         sub = self.query(e.query, scope, False, None)
         if len(sub.outs) != 1:
-            raise _error(f"a subquery used as a value must select one column, not "
-                         f"{len(sub.outs)}", e.pos)  # fmt: skip
+            raise _error(
+                f"a subquery used as a value must select one column, not {len(sub.outs)}", e.pos
+            )
         inner = sub.outs[0].x
         if inner.typ.geometry:
             raise _error("a subquery used as a value cannot return a geometry", e.pos)
@@ -645,16 +730,18 @@ class Translator:
             results.append(r)
             agg = agg or r.agg
         parts.append("END")
-        return X(" ".join(parts), ty.common(results), agg=agg,
-                 numeric=any(r.numeric for r in results))  # fmt: skip
+        return X(
+            " ".join(parts), ty.common(results), agg=agg, numeric=any(r.numeric for r in results)
+        )
 
     def x_Cast(self, e: a.Cast, scope: _Scope) -> X:
         target = e.target
         if target.name in ("POINT", "CIRCLE", "POLYGON"):
             if isinstance(e.expr, a.Literal) and e.expr.kind == "string":
                 return geo.cast_from_text(e.expr.text, target.name, e.pos)
-            raise _error(f"CAST to {target.name} needs a string literal (DALI serialisation)",
-                         e.pos)  # fmt: skip
+            raise _error(
+                f"CAST to {target.name} needs a string literal (DALI serialisation)", e.pos
+            )
         x = self.expr(e.expr, scope)
         if x.typ.geometry:
             raise _error(f"a geometry cannot be cast to {target.name}", e.pos)
@@ -687,20 +774,29 @@ class Translator:
             unit = xs[0].unit if name in ("ABS", "CEILING", "FLOOR") else None
             if name == "DEGREES" and xs[0].unit == "rad":
                 unit = "deg"
-            return X(f"{SIMPLE_MATH[name]}({', '.join(x.sql for x in xs)})", typ,
-                     name=name.lower(), agg=any(x.agg for x in xs), numeric=numeric,
-                     unit=unit)  # fmt: skip
+            return X(
+                f"{SIMPLE_MATH[name]}({', '.join(x.sql for x in xs)})",
+                typ,
+                name=name.lower(),
+                agg=any(x.agg for x in xs),
+                numeric=numeric,
+                unit=unit,
+            )
         udf = UDFS.get(name)
         if udf is None:
             available = ", ".join(sorted(UDFS))
-            raise _error(f"function {name} is not available on this service (user-defined "
-                         f"functions offered: {available})", e.pos)  # fmt: skip
+            raise _error(
+                f"function {name} is not available on this service (user-defined "
+                f"functions offered: {available})",
+                e.pos,
+            )
         xs = self.values(e.args, scope)
         if udf.aggregate and any(x.agg for x in xs):
             raise _error(f"aggregate functions cannot be nested in {name}", e.pos)
         sqls = [self._inner_sql(x) for x in xs]
-        return X(udf.render(sqls), udf.result, name=name,
-                 agg=udf.aggregate or any(x.agg for x in xs))  # fmt: skip
+        return X(
+            udf.render(sqls), udf.result, name=name, agg=udf.aggregate or any(x.agg for x in xs)
+        )
 
     def _aggregate(self, e: a.Call, scope: _Scope) -> X:
         name = e.name
@@ -717,17 +813,28 @@ class Translator:
         if name == "COUNT":
             return X(f"count({arg})", ty.LONG, name="count", agg=True)
         if name == "AVG":
-            return X(f"CAST(avg({arg}) AS double precision)", ty.DOUBLE, name="avg", agg=True,
-                     unit=x.unit)  # fmt: skip
+            return X(
+                f"CAST(avg({arg}) AS double precision)",
+                ty.DOUBLE,
+                name="avg",
+                agg=True,
+                unit=x.unit,
+            )
         if name == "SUM":
             if x.typ.is_integer:
-                return X(f"CAST(sum({arg}) AS bigint)", ty.LONG, name="sum", agg=True,
-                         unit=x.unit)  # fmt: skip
+                return X(f"CAST(sum({arg}) AS bigint)", ty.LONG, name="sum", agg=True, unit=x.unit)
             typ = x.typ if x.typ.is_real else ty.DOUBLE
-            return X(f"sum({arg})", typ, name="sum", agg=True, unit=x.unit,
-                     numeric=not x.typ.is_real)  # fmt: skip
-        return X(f"{name.lower()}({arg})", x.typ, name=name.lower(), agg=True, unit=x.unit,
-                 numeric=x.numeric)  # fmt: skip
+            return X(
+                f"sum({arg})", typ, name="sum", agg=True, unit=x.unit, numeric=not x.typ.is_real
+            )
+        return X(
+            f"{name.lower()}({arg})",
+            x.typ,
+            name=name.lower(),
+            agg=True,
+            unit=x.unit,
+            numeric=x.numeric,
+        )
 
     # --- numeric functions with their own rules --------------------------------------------------
 
@@ -738,8 +845,12 @@ class Translator:
         agg = x.agg or y.agg
         if x.typ.is_integer and y.typ.is_integer:
             return X(f"mod({x.sql}, {y.sql})", ty.arithmetic(x.typ, y.typ), name="mod", agg=agg)
-        return X(f"CAST(mod(CAST({x.sql} AS numeric), CAST({y.sql} AS numeric)) AS double "
-                 "precision)", ty.DOUBLE, name="mod", agg=agg)  # fmt: skip
+        return X(
+            f"CAST(mod(CAST({x.sql} AS numeric), CAST({y.sql} AS numeric)) AS double precision)",
+            ty.DOUBLE,
+            name="mod",
+            agg=agg,
+        )
 
     def _rounding(self, e: a.Call, scope: _Scope, pg: str) -> X:
         xs = self.values(e.args, scope)
@@ -747,11 +858,22 @@ class Translator:
             _no_geometry(v, e.name, e.pos)
         agg = any(v.agg for v in xs)
         if len(xs) == 1:
-            return X(f"{pg}({xs[0].sql})", ty.DOUBLE, name=e.name.lower(), agg=agg,
-                     numeric=xs[0].numeric, unit=xs[0].unit)  # fmt: skip
-        return X(f"CAST({pg}(CAST({xs[0].sql} AS numeric), CAST({xs[1].sql} AS integer)) AS "
-                 "double precision)", ty.DOUBLE, name=e.name.lower(), agg=agg,
-                 unit=xs[0].unit)  # fmt: skip
+            return X(
+                f"{pg}({xs[0].sql})",
+                ty.DOUBLE,
+                name=e.name.lower(),
+                agg=agg,
+                numeric=xs[0].numeric,
+                unit=xs[0].unit,
+            )
+        return X(
+            f"CAST({pg}(CAST({xs[0].sql} AS numeric), CAST({xs[1].sql} AS integer)) AS "
+            "double precision)",
+            ty.DOUBLE,
+            name=e.name.lower(),
+            agg=agg,
+            unit=xs[0].unit,
+        )
 
     def f_ROUND(self, e: a.Call, scope: _Scope) -> X:
         return self._rounding(e, scope, "round")
@@ -765,8 +887,13 @@ class Translator:
         seed = self.expr(e.args[0], scope)
         _no_geometry(seed, "RAND", e.pos)
         # setseed() wants [-1, 1]; sin() maps any seed there deterministically.
-        return X(f"(SELECT random() FROM (SELECT setseed(sin(CAST({seed.sql} AS double "
-                 "precision)))) AS seed)", ty.DOUBLE, name="rand", agg=seed.agg)  # fmt: skip
+        return X(
+            f"(SELECT random() FROM (SELECT setseed(sin(CAST({seed.sql} AS double "
+            "precision)))) AS seed)",
+            ty.DOUBLE,
+            name="rand",
+            agg=seed.agg,
+        )
 
     def f_LOWER(self, e: a.Call, scope: _Scope) -> X:
         x = self.expr(e.args[0], scope)
@@ -778,8 +905,13 @@ class Translator:
     def f_COALESCE(self, e: a.Call, scope: _Scope) -> X:
         xs = self.values(e.args, scope)
         sqls = [geo.plain(x, "COALESCE", e.pos) if x.typ.geometry else x.sql for x in xs]
-        return X(f"COALESCE({', '.join(sqls)})", ty.common(xs), name="coalesce",
-                 agg=any(x.agg for x in xs), numeric=any(x.numeric for x in xs))  # fmt: skip
+        return X(
+            f"COALESCE({', '.join(sqls)})",
+            ty.common(xs),
+            name="coalesce",
+            agg=any(x.agg for x in xs),
+            numeric=any(x.numeric for x in xs),
+        )
 
     def f_IN_UNIT(self, e: a.Call, scope: _Scope) -> X:
         from vo_service.adql.units import conversion_factor
@@ -789,10 +921,17 @@ class Translator:
         if not (isinstance(target, a.Literal) and target.kind == "string"):
             raise _error("the unit of IN_UNIT must be a string literal", e.pos)
         _no_geometry(x, "IN_UNIT", e.pos)
-        factor = conversion_factor(e.args[0], target.text, lambda ref: self.column(ref, scope).unit,
-                                   e.pos)  # fmt: skip
-        return X(f"({x.sql} * {factor})", ty.DOUBLE, name="in_unit", agg=x.agg, numeric=True,
-                 unit=target.text)  # fmt: skip
+        factor = conversion_factor(
+            e.args[0], target.text, lambda ref: self.column(ref, scope).unit, e.pos
+        )
+        return X(
+            f"({x.sql} * {factor})",
+            ty.DOUBLE,
+            name="in_unit",
+            agg=x.agg,
+            numeric=True,
+            unit=target.text,
+        )
 
     # --- geometry ------------------------------------------------------------------------------
 
@@ -805,14 +944,16 @@ class Translator:
             frame = n == 3
         elif name in ("CIRCLE", "BOX"):
             full = 4 if name == "CIRCLE" else 5
-            frame = n == full or (n == full - 1 and is_coordsys(first)
-                                  and xs[1].typ.geometry == "point")  # fmt: skip
+            frame = n == full or (
+                n == full - 1 and is_coordsys(first) and xs[1].typ.geometry == "point"
+            )
         else:
             frame = is_coordsys(first)
         if frame:
             if not is_coordsys(first):
-                raise _error(f"the coordinate system of {name} must be a string literal",
-                             _expr_pos(first))  # fmt: skip
+                raise _error(
+                    f"the coordinate system of {name} must be a string literal", _expr_pos(first)
+                )
             geo.check_frame(xs[0].text, _expr_pos(first))
             return xs[1:]
         return xs
@@ -829,8 +970,9 @@ class Translator:
             return geo.circle(geo.point(xs[0], xs[1], e.pos), xs[2], e.pos)
         if len(xs) == 2:
             return geo.circle(xs[0], xs[1], e.pos)
-        raise _error("CIRCLE takes a centre (a point, or longitude and latitude) and a radius",
-                     e.pos)  # fmt: skip
+        raise _error(
+            "CIRCLE takes a centre (a point, or longitude and latitude) and a radius", e.pos
+        )
 
     def f_BOX(self, e: a.Call, scope: _Scope) -> X:
         xs = self._geometry_args(e, scope)
@@ -838,8 +980,9 @@ class Translator:
             return geo.box(geo.point(xs[0], xs[1], e.pos), xs[2], xs[3], e.pos)
         if len(xs) == 3:
             return geo.box(xs[0], xs[1], xs[2], e.pos)
-        raise _error("BOX takes a centre (a point, or longitude and latitude), a width and a "
-                     "height", e.pos)  # fmt: skip
+        raise _error(
+            "BOX takes a centre (a point, or longitude and latitude), a width and a height", e.pos
+        )
 
     def f_POLYGON(self, e: a.Call, scope: _Scope) -> X:
         xs = self._geometry_args(e, scope)
@@ -978,8 +1121,13 @@ def _unify(left: _Out, right: _Out) -> _Out:
     typ = ty.common([left.x, right.x])
     if typ == left.x.typ or not left.x.typ.is_numeric:
         return left
-    x = X(left.x.sql, typ, name=left.x.name, unit=left.x.unit,
-          numeric=left.x.numeric or right.x.numeric)  # fmt: skip
+    x = X(
+        left.x.sql,
+        typ,
+        name=left.x.name,
+        unit=left.x.unit,
+        numeric=left.x.numeric or right.x.numeric,
+    )
     return _Out(left.name, left.key, left.sql_name, x)
 
 
@@ -997,5 +1145,10 @@ def _field(o: _Out) -> Column:
     if o.x.source is not None:
         return o.x.source.renamed(o.name)
     t = o.x.typ
-    return Column(name=o.name, datatype=t.datatype if t.datatype != "boolean" else "",
-                  arraysize=t.arraysize, xtype=t.xtype, unit=o.x.unit)  # fmt: skip
+    return Column(
+        name=o.name,
+        datatype=t.datatype if t.datatype != "boolean" else "",
+        arraysize=t.arraysize,
+        xtype=t.xtype,
+        unit=o.x.unit,
+    )

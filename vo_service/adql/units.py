@@ -16,8 +16,18 @@ from typing import Any
 from vo_service.adql import ast as a
 from vo_service.adql.errors import ADQLSemanticError
 
-_SAME_UNIT = {"ABS", "CEILING", "FLOOR", "ROUND", "TRUNCATE", "MIN", "MAX", "AVG", "SUM",
-              "COALESCE"}  # fmt: skip
+_SAME_UNIT = {
+    "ABS",
+    "CEILING",
+    "FLOOR",
+    "ROUND",
+    "TRUNCATE",
+    "MIN",
+    "MAX",
+    "AVG",
+    "SUM",
+    "COALESCE",
+}
 
 
 def _parse(text: str, pos: a.Pos) -> Any:
@@ -106,8 +116,10 @@ def conversion_factor(
     try:
         factor = float(source.to(goal))
     except UnitConversionError:
-        raise ADQLSemanticError(f"cannot convert {source.to_string('vounit')} to {target!r}: "
-                                "the dimensions differ", *pos) from None  # fmt: skip
+        raise ADQLSemanticError(
+            f"cannot convert {source.to_string('vounit')} to {target!r}: the dimensions differ",
+            *pos,
+        ) from None
     if not math.isfinite(factor):
         raise ADQLSemanticError(f"cannot convert to {target!r}", *pos)
     return repr(factor)

@@ -30,8 +30,9 @@ class NewMember:
     invitation: str | None  # set when the member was invited as a new user
 
 
-async def add_user(conn: AsyncConnection, username: str, email: str, password: str | None, *,
-                   staff: bool = False) -> int:  # fmt: skip
+async def add_user(
+    conn: AsyncConnection, username: str, email: str, password: str | None, *, staff: bool = False
+) -> int:
     """A new account; without a password it can only be reached by an invitation."""
     if not _USERNAME.match(username):
         raise AccountError("a username starts with a letter and has 2-64 letters, digits, . _ -")
@@ -67,9 +68,16 @@ async def user_id(conn: AsyncConnection, name_or_email: str) -> int:
     return int(row[0])
 
 
-async def add_proposal(conn: AsyncConnection, code: str, pi: str, *, title: str = "",
-                       semester: str | None = None, abstract: str = "",
-                       proprietary_months: int = 12) -> None:  # fmt: skip
+async def add_proposal(
+    conn: AsyncConnection,
+    code: str,
+    pi: str,
+    *,
+    title: str = "",
+    semester: str | None = None,
+    abstract: str = "",
+    proprietary_months: int = 12,
+) -> None:
     if not _PROPOSAL.match(code):
         raise AccountError(f"{code!r} is not a proposal code like SOAR2020B-008")
     if not 0 <= proprietary_months <= 120:
@@ -123,12 +131,15 @@ async def add_member(conn: AsyncConnection, code: str, who: str) -> NewMember:
         invitation, invitation_hash = new_secret("inv_")
         local = re.sub(r"[^A-Za-z0-9_.-]", "", who.split("@")[0]) or "user"
         username = local if local[0].isalpha() else f"u{local}"
-        cur = await conn.execute("SELECT count(*) FROM auth.users WHERE username LIKE %s",
-                                 [f"{username}%"])  # fmt: skip
+        cur = await conn.execute(
+            "SELECT count(*) FROM auth.users WHERE username LIKE %s", [f"{username}%"]
+        )
         taken = (await cur.fetchone() or [0])[0]
         member = await add_user(conn, f"{username}{taken or ''}", who, None)
-        await conn.execute("UPDATE auth.users SET invitation_hash = %s WHERE user_id = %s",
-                           [invitation_hash, member])  # fmt: skip
+        await conn.execute(
+            "UPDATE auth.users SET invitation_hash = %s WHERE user_id = %s",
+            [invitation_hash, member],
+        )
     await conn.execute(
         "INSERT INTO auth.memberships (proposal_id, user_id, role) VALUES (%s, %s, "
         "'collaborator') ON CONFLICT (proposal_id, user_id) DO NOTHING",

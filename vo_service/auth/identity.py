@@ -77,8 +77,9 @@ async def identity_from_token(pool: AsyncConnectionPool, token: str) -> Identity
     return Identity(*row) if row else None
 
 
-async def identity_from_password(pool: AsyncConnectionPool, username: str,
-                                 password: str) -> Identity | None:  # fmt: skip
+async def identity_from_password(
+    pool: AsyncConnectionPool, username: str, password: str
+) -> Identity | None:
     async with pool.connection() as conn:
         cur = await conn.execute(
             "SELECT user_id, username, is_staff, password_hash FROM auth.users "
@@ -99,8 +100,9 @@ async def identity_from_password(pool: AsyncConnectionPool, username: str,
     return identity
 
 
-async def identity_from_session(pool: AsyncConnectionPool,
-                                cookie: str) -> tuple[Identity, str] | None:  # fmt: skip
+async def identity_from_session(
+    pool: AsyncConnectionPool, cookie: str
+) -> tuple[Identity, str] | None:
     async with pool.connection() as conn:
         cur = await conn.execute(
             "SELECT u.user_id, u.username, u.is_staff, s.csrf_token FROM auth.sessions AS s "

@@ -182,8 +182,9 @@ def cmd_user(args: argparse.Namespace, cfg: Settings) -> int:
     from vo_service.auth import accounts
 
     password = _password(args)
-    user = _accounts(cfg, lambda c: accounts.add_user(c, args.username, args.email, password,
-                                                      staff=args.staff))  # fmt: skip
+    user = _accounts(
+        cfg, lambda c: accounts.add_user(c, args.username, args.email, password, staff=args.staff)
+    )
     print(f"user {args.username} created (id {user})")
     return 0
 
@@ -191,9 +192,17 @@ def cmd_user(args: argparse.Namespace, cfg: Settings) -> int:
 def cmd_proposal(args: argparse.Namespace, cfg: Settings) -> int:
     from vo_service.auth import accounts
 
-    _accounts(cfg, lambda c: accounts.add_proposal(
-        c, args.code, args.pi, title=args.title, semester=args.semester,
-        proprietary_months=args.months))  # fmt: skip
+    _accounts(
+        cfg,
+        lambda c: accounts.add_proposal(
+            c,
+            args.code,
+            args.pi,
+            title=args.title,
+            semester=args.semester,
+            proprietary_months=args.months,
+        ),
+    )
     print(f"proposal {args.code} registered, PI {args.pi}")
     return 0
 

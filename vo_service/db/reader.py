@@ -11,8 +11,9 @@ from __future__ import annotations
 from psycopg import AsyncConnection, sql
 
 
-async def enter_reader(conn: AsyncConnection, role: str, user_id: int | None,
-                       timeout_s: float) -> None:  # fmt: skip
+async def enter_reader(
+    conn: AsyncConnection, role: str, user_id: int | None, timeout_s: float
+) -> None:
     await conn.execute(
         sql.SQL(
             "SELECT set_config('vo.user_id', {}, true); SET LOCAL ROLE {}; "

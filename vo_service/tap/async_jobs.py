@@ -33,7 +33,10 @@ class TapQueryJob:
                 p.name: workdir / "parameters" / p.name for p in job.parameters if p.by_reference
             }
             prepared = await prepare(
-                params, self.settings, timeout_s=timeout, inline=inline,
+                params,
+                self.settings,
+                timeout_s=timeout,
+                inline=inline,
                 user_id=await user_id_of(self.pool, job.owner),
             )
             partial = workdir / f".{RESULT_FILE}.partial"

@@ -6,7 +6,6 @@ from lxml import etree
 
 from vo_service import adql, votable
 from vo_service.config import Settings
-from vo_service.tap.uploads import MAX_UPLOAD_BYTES
 from vo_service.vosi.capabilities import CapabilityBuilder
 from vo_service.xml import sub, xsi_type
 
@@ -58,7 +57,7 @@ def tap_capability(base_url: str, settings: Settings) -> CapabilityBuilder:
         sub(limit, "default", str(settings.sync_maxrec), unit="row")
         sub(limit, "hard", str(settings.hard_maxrec), unit="row")
         upload_limit = sub(cap, "uploadLimit")
-        sub(upload_limit, "default", str(MAX_UPLOAD_BYTES), unit="byte")
-        sub(upload_limit, "hard", str(MAX_UPLOAD_BYTES), unit="byte")
+        sub(upload_limit, "default", str(settings.upload_limit_bytes), unit="byte")
+        sub(upload_limit, "hard", str(settings.upload_limit_bytes), unit="byte")
 
     return build

@@ -62,7 +62,7 @@ async def prepare(
     maxrec = params.get_int("MAXREC")
     effective = settings.sync_maxrec if maxrec is None else min(maxrec, settings.hard_maxrec)
     pairs = parse_upload_param(params.getlist("UPLOAD"))
-    sources = await read_sources(pairs, inline or {})
+    sources = await read_sources(pairs, inline or {}, settings.upload_limit_bytes)
     uploads = tuple(parse_upload(name, sources[name]) for name, _ in pairs)
     try:
         translation = adql.translate(

@@ -23,7 +23,6 @@ from psycopg import AsyncConnection, sql
 from vo_service.dali import DALIError
 from vo_service.metadata import VOTABLE_DATATYPES, Column, Table
 
-MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 MAX_UPLOADS = 10
 FETCH_TIMEOUT_S = 30.0
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -58,7 +57,7 @@ def parse_upload_param(values: Sequence[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-async def _fetch(uri: str) -> bytes:
+async def _fetch(uri: str, limit: int) -> bytes:
     try:
         client = httpx.AsyncClient(timeout=FETCH_TIMEOUT_S, follow_redirects=True)
         async with client, client.stream("GET", uri) as response:
@@ -67,16 +66,17 @@ async def _fetch(uri: str) -> bytes:
             chunks, size = [], 0
             async for chunk in response.aiter_bytes():
                 size += len(chunk)
-                if size > MAX_UPLOAD_BYTES:
-                    raise DALIError(f"upload {uri} exceeds {MAX_UPLOAD_BYTES} bytes")
+                if size > limit:
+                    raise DALIError(f"upload {uri} exceeds the limit of {limit} bytes")
                 chunks.append(chunk)
             return b"".join(chunks)
     except httpx.HTTPError as exc:
         raise DALIError(f"cannot fetch upload {uri}: {exc}") from None
 
 
-async def read_sources(pairs: Sequence[tuple[str, str]],
-                       inline: Mapping[str, bytes | Path]) -> dict[str, bytes]:  # fmt: skip
+async def read_sources(
+    pairs: Sequence[tuple[str, str]], inline: Mapping[str, bytes | Path], limit: int
+) -> dict[str, bytes]:
     """The bytes of each upload, from the request's parts or from http(s)."""
     found: dict[str, bytes] = {}
     for name, uri in pairs:
@@ -87,11 +87,11 @@ async def read_sources(pairs: Sequence[tuple[str, str]],
                 raise DALIError(f"UPLOAD {name} names part {part!r}, which the request lacks")
             data = source.read_bytes() if isinstance(source, Path) else source
         elif uri.startswith(("http://", "https://")):
-            data = await _fetch(uri)
+            data = await _fetch(uri, limit)
         else:
             raise DALIError(f"UPLOAD {name}: only param: and http(s): URIs are supported")
-        if len(data) > MAX_UPLOAD_BYTES:
-            raise DALIError(f"upload {name} exceeds {MAX_UPLOAD_BYTES} bytes")
+        if len(data) > limit:
+            raise DALIError(f"upload {name} exceeds the limit of {limit} bytes")
         found[name] = data
     return found
 
@@ -119,7 +119,7 @@ def _column(field: object) -> Column:
         ucd=getattr(field, "ucd", None),
         utype=getattr(field, "utype", None),
         description=(getattr(field, "description", None) or "").strip(),
-    )  # fmt: skip
+    )
 
 
 def _cell(value: object, column: Column) -> object:
@@ -163,13 +163,13 @@ def parse_upload(name: str, data: bytes) -> Upload:
         raise DALIError(f"upload {name} has two columns with the same name")
     array = source.array
     rows = [tuple(_cell(record[j], c) for j, c in enumerate(columns)) for record in array]
-    table = Table(schema="tap_upload", name=name, description=f"Uploaded table {name}",
-                  columns=columns)  # fmt: skip
+    table = Table(
+        schema="tap_upload", name=name, description=f"Uploaded table {name}", columns=columns
+    )
     return Upload(name, table, rows)
 
 
-async def create_temp_tables(conn: AsyncConnection, uploads: Sequence[Upload],
-                             role: str) -> None:  # fmt: skip
+async def create_temp_tables(conn: AsyncConnection, uploads: Sequence[Upload], role: str) -> None:
     """Inside the query's transaction, before SET ROLE; readable by the query role."""
     for upload in uploads:
         ident = sql.Identifier("pg_temp", upload.sql_name)
@@ -177,11 +177,13 @@ async def create_temp_tables(conn: AsyncConnection, uploads: Sequence[Upload],
             sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.sql_type))
             for c in upload.table.columns
         )
-        await conn.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
-            ident, columns))  # fmt: skip
+        await conn.execute(
+            sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(ident, columns)
+        )
         names = sql.SQL(", ").join(sql.Identifier(c.name) for c in upload.table.columns)
-        async with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN").format(
-                ident, names)) as copy:  # fmt: skip
+        async with conn.cursor().copy(
+            sql.SQL("COPY {} ({}) FROM STDIN").format(ident, names)
+        ) as copy:
             for row in upload.rows:
                 await copy.write_row(row)
         await conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(ident, sql.Identifier(role)))

@@ -160,8 +160,10 @@ def arrays(
     else:
         nulls = None
     if isinstance(next((v for v in values if v is not None), None), str | bytes):
-        raise ValueError(f"column {cell.name!r}: array values must be sequences of numbers, "
-                         "not text (is the geometry type adapted to lists?)")  # fmt: skip
+        raise ValueError(
+            f"column {cell.name!r}: array values must be sequences of numbers, "
+            "not text (is the geometry type adapted to lists?)"
+        )
     try:
         lengths = np.fromiter(map(len, rows), np.int64, n)  # type: ignore[arg-type]
     except TypeError:
@@ -303,8 +305,9 @@ def iso_strings(matrix: np.ndarray, nulls: np.ndarray | None) -> list[str | None
     return strs
 
 
-def texts(values: Sequence[object], cell: Cell, *, votable: bool = False
-          ) -> tuple[Sequence[str | None], str]:  # fmt: skip
+def texts(
+    values: Sequence[object], cell: Cell, *, votable: bool = False
+) -> tuple[Sequence[str | None], str]:
     """Values of a char column as ``str``/None, plus their concatenation (for fast checks).
 
     Timestamps become DALI ``YYYY-MM-DDThh:mm:ss.sss`` in UTC without offset; dates stay

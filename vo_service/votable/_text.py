@@ -28,8 +28,11 @@ class Dialect(Enum):
 
 
 _SEPARATORS = {Dialect.TABLEDATA: "</TD><TD>", Dialect.CSV: ",", Dialect.TSV: "\t"}
-_WRAP = {Dialect.TABLEDATA: ("<TR><TD>", "</TD></TR>\n"), Dialect.CSV: ("", "\r\n"),
-         Dialect.TSV: ("", "\n")}  # fmt: skip
+_WRAP = {
+    Dialect.TABLEDATA: ("<TR><TD>", "</TD></TR>\n"),
+    Dialect.CSV: ("", "\r\n"),
+    Dialect.TSV: ("", "\n"),
+}
 _CSV_SPECIAL = re.compile('[",\r\n]')
 _TSV_SPECIAL = re.compile(r"[\t\n\r\\]")
 _XML_ILLEGAL = "[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]"
@@ -39,8 +42,9 @@ _INTEGRAL = r"^-?[0-9]+$"
 def _floats(data: np.ndarray, nulls: np.ndarray | None, *, nan: str | None) -> pa.Array:
     """Shortest round-trip text; integral values keep a ``.0``; NaN/±Inf in DALI spelling."""
     text = pa.array(data, mask=nulls).cast(pa.string())
-    text = pc.if_else(pc.match_substring_regex(text, _INTEGRAL),
-                      pc.binary_join_element_wise(text, ".0", ""), text)  # fmt: skip
+    text = pc.if_else(
+        pc.match_substring_regex(text, _INTEGRAL), pc.binary_join_element_wise(text, ".0", ""), text
+    )
     if not np.isfinite(data[~nulls] if nulls is not None else data).all():
         for arrow, dali in (("inf", "+Inf"), ("-inf", "-Inf"), ("nan", nan)):
             text = pc.if_else(pc.equal(text, arrow), pa.scalar(dali, pa.string()), text)
@@ -115,8 +119,9 @@ def rows(columns: Sequence[pa.Array], n: int, dialect: Dialect) -> bytes:
         return empty.encode() * n
     if dialect is Dialect.CSV and len(columns) == 1:  # a lone empty field would be a blank line
         columns = [pc.if_else(pc.equal(pc.fill_null(columns[0], ""), ""), '""', columns[0])]
-    joined = pc.binary_join_element_wise(*columns, _SEPARATORS[dialect],
-                                         null_handling="replace", null_replacement="")  # fmt: skip
+    joined = pc.binary_join_element_wise(
+        *columns, _SEPARATORS[dialect], null_handling="replace", null_replacement=""
+    )
     lines = pc.binary_join_element_wise(prefix, joined, suffix, "")
     if isinstance(lines, pa.ChunkedArray):
         lines = lines.combine_chunks()

@@ -84,8 +84,9 @@ def _bool_codes(data: np.ndarray, nulls: np.ndarray | None) -> np.ndarray:
     return codes
 
 
-def _iso_payload(matrix: np.ndarray, nulls: np.ndarray | None
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:  # fmt: skip
+def _iso_payload(
+    matrix: np.ndarray, nulls: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Timestamp strings as a padded (n, 23) payload and lengths; NULL is an empty string."""
     lengths = np.full(len(matrix), matrix.shape[1], np.int64)
     if nulls is not None:

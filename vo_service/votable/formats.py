@@ -32,8 +32,13 @@ class ResultWriter(Protocol):
     media_type: str
     in_band_status: bool  # False: overflow/error cannot be written (CSV, TSV)
 
-    def head(self, fields: Sequence[Column], *, infos: Sequence[tuple[str, str]] = (),
-             description: str | None = None) -> bytes: ...  # fmt: skip
+    def head(
+        self,
+        fields: Sequence[Column],
+        *,
+        infos: Sequence[tuple[str, str]] = (),
+        description: str | None = None,
+    ) -> bytes: ...
 
     def rows(self, batch: Sequence[Sequence[object]]) -> bytes: ...
 
@@ -58,18 +63,33 @@ _KEYS = {"TABLEDATA": "td", "BINARY": "binary", "BINARY2": "binary2"}
 
 FORMATS: list[OutputFormat] = [
     OutputFormat(VOTABLE, ("votable",), "VOTable 1.4, BINARY2 serialization (the default)"),
-    OutputFormat(f"{VOTABLE};serialization=BINARY2", ("votable/b2",),
-                 "VOTable 1.4, BINARY2 serialization (NULL flags per row)"),
-    OutputFormat(f"{VOTABLE};serialization=BINARY", ("votable/bin",),
-                 "VOTable 1.4, BINARY serialization (NULL integers as VALUES null)"),
-    OutputFormat(f"{VOTABLE};serialization=TABLEDATA", ("votable/td",),
-                 "VOTable 1.4, TABLEDATA serialization (XML text; slowest, largest)"),
-    OutputFormat(f"{CSV};header=present", ("csv",),
-                 "Comma-separated values (RFC 4180) with a header line; no overflow flag"),
+    OutputFormat(
+        f"{VOTABLE};serialization=BINARY2",
+        ("votable/b2",),
+        "VOTable 1.4, BINARY2 serialization (NULL flags per row)",
+    ),
+    OutputFormat(
+        f"{VOTABLE};serialization=BINARY",
+        ("votable/bin",),
+        "VOTable 1.4, BINARY serialization (NULL integers as VALUES null)",
+    ),
+    OutputFormat(
+        f"{VOTABLE};serialization=TABLEDATA",
+        ("votable/td",),
+        "VOTable 1.4, TABLEDATA serialization (XML text; slowest, largest)",
+    ),
+    OutputFormat(
+        f"{CSV};header=present",
+        ("csv",),
+        "Comma-separated values (RFC 4180) with a header line; no overflow flag",
+    ),
     OutputFormat(TSV, ("tsv",), "Tab-separated values with a header line; no overflow flag"),
-    OutputFormat(PARQUET, ("parquet",),
-                 "VOParquet 1.0: Apache Parquet with the VOTable metadata in its footer"),
-]  # fmt: skip
+    OutputFormat(
+        PARQUET,
+        ("parquet",),
+        "VOParquet 1.0: Apache Parquet with the VOTable metadata in its footer",
+    ),
+]
 
 _Factory = Callable[[str], ResultWriter]
 

@@ -109,8 +109,13 @@ def _array(cell: Cell, values: Sequence[object], type_: pa.DataType) -> pa.Array
 class ParquetResultWriter:
     in_band_status = True
 
-    def __init__(self, media_type: str = "application/vnd.apache.parquet", *,
-                 row_group_rows: int = 100_000, compression: str = "snappy") -> None:  # fmt: skip
+    def __init__(
+        self,
+        media_type: str = "application/vnd.apache.parquet",
+        *,
+        row_group_rows: int = 100_000,
+        compression: str = "snappy",
+    ) -> None:
         self.media_type = media_type
         self._row_group_rows = row_group_rows
         self._compression = compression
@@ -122,13 +127,17 @@ class ParquetResultWriter:
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
 
-    def head(self, fields: Sequence[Column], *, infos: Sequence[tuple[str, str]] = (),
-             description: str | None = None) -> bytes:  # fmt: skip
+    def head(
+        self,
+        fields: Sequence[Column],
+        *,
+        infos: Sequence[tuple[str, str]] = (),
+        description: str | None = None,
+    ) -> bytes:
         self._cells = [plan(f) for f in fields]
         self._schema = pa.schema([pa.field(c.name, _type(c)) for c in self._cells])
         self._votable_head = document.head(fields, infos, description)
-        self._writer = pq.ParquetWriter(self._sink, self._schema,
-                                        compression=self._compression)  # fmt: skip
+        self._writer = pq.ParquetWriter(self._sink, self._schema, compression=self._compression)
         return self._sink.take()
 
     @gc_paused()
@@ -138,8 +147,10 @@ class ParquetResultWriter:
         columns = list(zip(*batch, strict=True)) if self._cells else []
         if len(columns) != len(self._cells):
             raise ValueError(f"rows have {len(columns)} values for {len(self._cells)} fields")
-        arrays_ = [_array(cell, values, field.type) for cell, values, field
-                   in zip(self._cells, columns, self._schema, strict=True)]  # fmt: skip
+        arrays_ = [
+            _array(cell, values, field.type)
+            for cell, values, field in zip(self._cells, columns, self._schema, strict=True)
+        ]
         self._pending.append(pa.RecordBatch.from_arrays(arrays_, schema=self._schema))
         self._pending_rows += len(batch)
         if self._pending_rows >= self._row_group_rows:
@@ -148,17 +159,21 @@ class ParquetResultWriter:
 
     def _flush(self) -> None:
         if self._pending and self._writer is not None:
-            self._writer.write_table(pa.Table.from_batches(self._pending, self._schema),
-                                     row_group_size=self._pending_rows)  # fmt: skip
+            self._writer.write_table(
+                pa.Table.from_batches(self._pending, self._schema),
+                row_group_size=self._pending_rows,
+            )
         self._pending, self._pending_rows = [], 0
 
     def tail(self, *, overflow: bool = False, error: str | None = None) -> bytes:
         assert self._writer is not None, "head() must come first"
         self._flush()
         content = self._votable_head + document.tail(overflow=overflow, error=error)
-        self._writer.add_key_value_metadata({
-            "IVOA.VOTable-Parquet.version": VOPARQUET_VERSION,
-            "IVOA.VOTable-Parquet.content": content,
-        })  # fmt: skip
+        self._writer.add_key_value_metadata(
+            {
+                "IVOA.VOTable-Parquet.version": VOPARQUET_VERSION,
+                "IVOA.VOTable-Parquet.content": content,
+            }
+        )
         self._writer.close()
         return self._sink.take()

@@ -24,12 +24,19 @@ class TableDataWriter:
         self.media_type = media_type
         self._cells: list[Cell] = []
 
-    def head(self, fields: Sequence[Column], *, infos: Sequence[tuple[str, str]] = (),
-             description: str | None = None) -> bytes:  # fmt: skip
+    def head(
+        self,
+        fields: Sequence[Column],
+        *,
+        infos: Sequence[tuple[str, str]] = (),
+        description: str | None = None,
+    ) -> bytes:
         self._cells = [plan(f) for f in fields]
-        nulls = {i: str(INT_NULLS[c.column.datatype]) for i, c in enumerate(self._cells)
-                 if c.kind is Kind.ARRAY and c.count is not None
-                 and c.column.datatype in INT_NULLS}  # fmt: skip
+        nulls = {
+            i: str(INT_NULLS[c.column.datatype])
+            for i, c in enumerate(self._cells)
+            if c.kind is Kind.ARRAY and c.count is not None and c.column.datatype in INT_NULLS
+        }
         xml = document.head(fields, infos, description, nulls)
         return (xml + "<DATA><TABLEDATA>\n").encode()
 
@@ -40,8 +47,10 @@ class TableDataWriter:
         columns = list(zip(*batch, strict=True)) if self._cells else []
         if len(columns) != len(self._cells):
             raise ValueError(f"rows have {len(columns)} values for {len(self._cells)} fields")
-        texts = [cells(values, cell, Dialect.TABLEDATA)
-                 for cell, values in zip(self._cells, columns, strict=True)]  # fmt: skip
+        texts = [
+            cells(values, cell, Dialect.TABLEDATA)
+            for cell, values in zip(self._cells, columns, strict=True)
+        ]
         return rows(texts, len(batch), Dialect.TABLEDATA)
 
     def tail(self, *, overflow: bool = False, error: str | None = None) -> bytes:

@@ -39,8 +39,13 @@ class DelimitedWriter:
         self._header = header
         self._cells: list[Cell] = []
 
-    def head(self, fields: Sequence[Column], *, infos: Sequence[tuple[str, str]] = (),
-             description: str | None = None) -> bytes:  # fmt: skip
+    def head(
+        self,
+        fields: Sequence[Column],
+        *,
+        infos: Sequence[tuple[str, str]] = (),
+        description: str | None = None,
+    ) -> bytes:
         self._cells = [plan(f) for f in fields]
         if not self._header:
             return b""
@@ -55,8 +60,10 @@ class DelimitedWriter:
         columns = list(zip(*batch, strict=True)) if self._cells else []
         if len(columns) != len(self._cells):
             raise ValueError(f"rows have {len(columns)} values for {len(self._cells)} fields")
-        texts = [cells(values, cell, self._dialect)
-                 for cell, values in zip(self._cells, columns, strict=True)]  # fmt: skip
+        texts = [
+            cells(values, cell, self._dialect)
+            for cell, values in zip(self._cells, columns, strict=True)
+        ]
         return rows(texts, len(batch), self._dialect)
 
     def tail(self, *, overflow: bool = False, error: str | None = None) -> bytes:
