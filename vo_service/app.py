@@ -110,3 +110,12 @@ def create_app(settings: Settings, database_url: str) -> Starlette:
     app.add_middleware(Authentication)
     app.add_middleware(ServerHeader)
     return app
+
+
+def app_from_environment() -> Starlette:
+    """Factory for worker processes: each builds its own app from the same settings."""
+    from vo_service.config import settings
+    from vo_service.db import database_url
+
+    cfg = settings()
+    return create_app(cfg, database_url(cfg))

@@ -44,5 +44,5 @@ def settings() -> Settings:
         async_retention_days=float(os.environ.get("VO_SERVICE_RETENTION_DAYS", "7")),
         public_url=os.environ.get("VO_SERVICE_PUBLIC_URL") or None,
         upload_limit_bytes=_int("VO_SERVICE_UPLOAD_LIMIT", 50 * 1024 * 1024),
-        workers=_int("VO_SERVICE_WORKERS", min(4, os.cpu_count() or 1)),
+        workers=_int("VO_SERVICE_WORKERS", 1),
     )

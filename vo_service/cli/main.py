@@ -93,7 +93,13 @@ def cmd_simulate(args: argparse.Namespace, cfg: Settings) -> int:
     return 0
 
 
-def _serve(cfg: Settings, host: str, port: int, before: Callable[[str], None] | None) -> int:
+def _serve(
+    cfg: Settings,
+    host: str,
+    port: int,
+    before: Callable[[str], None] | None,
+    workers: int | None = None,
+) -> int:
     import uvicorn
 
     from vo_service.app import create_app
@@ -104,19 +110,26 @@ def _serve(cfg: Settings, host: str, port: int, before: Callable[[str], None] | 
             before(url)
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         print(f"TAP service: http://{shown}:{port}/tap   (Ctrl-C stops it)", flush=True)
-        uvicorn.run(
-            create_app(cfg, url),
-            host=host,
-            port=port,
-            server_header=False,
-            proxy_headers=True,
-            log_level="info",
-        )
+        workers = workers or cfg.workers
+        common = {
+            "host": host,
+            "port": port,
+            "server_header": False,
+            "proxy_headers": True,
+            "log_level": "info",
+        }
+        if workers > 1:
+            # Separate processes share nothing but the database (the job queue included).
+            uvicorn.run(
+                "vo_service.app:app_from_environment", factory=True, workers=workers, **common
+            )
+        else:
+            uvicorn.run(create_app(cfg, url), **common)
     return 0
 
 
 def cmd_serve(args: argparse.Namespace, cfg: Settings) -> int:
-    return _serve(cfg, args.host, args.port, None)
+    return _serve(cfg, args.host, args.port, None, args.workers)
 
 
 def cmd_demo(args: argparse.Namespace, cfg: Settings) -> int:
@@ -134,7 +147,7 @@ def cmd_demo(args: argparse.Namespace, cfg: Settings) -> int:
         with psycopg.connect(url) as conn:
             _print_report(ingest(conn, [night]))
 
-    return _serve(cfg, args.host, args.port, prepare)
+    return _serve(cfg, args.host, args.port, prepare, args.workers)
 
 
 def cmd_adql(args: argparse.Namespace, cfg: Settings) -> int:
@@ -265,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--port", type=int, default=8000)
+        p.add_argument("--workers", type=int, help="server processes (default 1)")
         if name == "demo":
             p.add_argument("--seed", type=int, default=1, help="seed of the demo night")
         p.set_defaults(func=func)
