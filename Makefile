@@ -9,6 +9,7 @@ demo: install
 	$(BIN)/vo-service demo
 
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 install: system $(VENV)/.installed
@@ -27,4 +28,6 @@ lint: install
 	$(BIN)/ruff format --check .
 
 bench: install
-	$(BIN)/python tests/benchmarks/run_all.py
+	$(BIN)/python tests/benchmarks/bench_tap.py
+	$(BIN)/python tests/benchmarks/bench_adql.py
+	$(BIN)/python tests/benchmarks/bench_votable.py
