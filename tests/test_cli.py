@@ -7,7 +7,21 @@ import sys
 
 import pytest
 
-COMMANDS = [[], ["init"], ["db"], ["ingest"], ["simulate-night"], ["serve"], ["demo"], ["adql"]]
+COMMANDS = [
+    [],
+    ["init"],
+    ["db"],
+    ["ingest"],
+    ["simulate-night"],
+    ["serve"],
+    ["demo"],
+    ["adql"],
+    ["user", "add"],
+    ["proposal", "add"],
+    ["member", "add"],
+    ["token", "create"],
+    ["token", "revoke"],
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "top")

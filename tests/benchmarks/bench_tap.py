@@ -46,7 +46,7 @@ FORMATS = ["votable", "votable/b2", "votable/bin", "votable/td", "csv", "tsv", "
 TINY = "SELECT TOP 10 * FROM archive.frames"
 
 
-def fill(url: str, rows: int) -> None:
+def fill(url: str, rows: int, start: int = 0) -> None:
     """Synthetic frames spread over the sky; headers empty (they are not published)."""
     with psycopg.connect(url) as conn:
         conn.execute(
@@ -64,9 +64,9 @@ def fill(url: str, rows: int) -> None:
                 ra, dec, spoint(radians(ra), radians(dec)), 'Red|2x2', now(), '{}'::jsonb
             FROM (SELECT g, (g * 137.508) %% 360 AS ra,
                          degrees(asin(2 * ((g * 0.618034) %% 1) - 1)) AS dec
-                  FROM generate_series(1, %s) AS g) AS s
+                  FROM generate_series(%s, %s) AS g) AS s
             """,
-            [rows],
+            [start + 1, start + rows],
         )
         conn.execute("ANALYZE archive.frames")
 
@@ -152,6 +152,36 @@ def make_member_token(url: str) -> str:
     return asyncio.run(run())
 
 
+def peak_rss_mb(pid: int) -> float:
+    """High-water mark of a process's resident memory (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def big_stream(url: str, tap: str, pid: int, rows: int) -> None:
+    """Stream ``rows`` rows as BINARY2 and report the server's peak memory."""
+    with psycopg.connect(url) as conn:
+        have = conn.execute("SELECT count(*) FROM archive.frames").fetchone()[0]
+    if have < rows:
+        fill(url, rows - have, start=have)
+    before = peak_rss_mb(pid)
+    start = time.perf_counter()
+    size = 0
+    params = {"LANG": "ADQL", "QUERY": "SELECT * FROM archive.frames", "MAXREC": str(rows)}
+    with httpx.stream("GET", f"{tap}/sync", params=params, timeout=3600) as response:
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+    elapsed = time.perf_counter() - start
+    print(f"\n== {rows:,} rows streamed as BINARY2 ==")
+    print(f"{'time (s)':42s} {elapsed:12.1f}")
+    print(f"{'rows/s':42s} {rows / elapsed:12.0f}")
+    print(f"{'bytes (MB)':42s} {size / 1e6:12.1f}")
+    print(f"{'server peak RSS before (MB)':42s} {before:12.1f}")
+    print(f"{'server peak RSS after (MB)':42s} {peak_rss_mb(pid):12.1f}")
+
+
 def raw_read_rate(url: str, rows: int) -> float:
     columns = ", ".join(c.name for c in catalog().table("archive.frames").published_columns
                         if c.name != "pos")  # fmt: skip
@@ -168,6 +198,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--dachs", help="TAP URL of a DaCHS serving the same data")
+    parser.add_argument(
+        "--stream-rows",
+        type=int,
+        default=0,
+        help="also stream this many rows (e.g. 10000000) and report memory",
+    )
     args = parser.parse_args()
     cfg = settings()
     cluster = EmbeddedCluster(cfg.home)
@@ -179,6 +215,8 @@ def main() -> None:
             upgrade(conn, catalog(), cfg.query_role)
         fill(url, args.rows)
         os.environ["VO_SERVICE_MAXREC"] = str(args.rows)
+        os.environ["VO_SERVICE_HARD_MAXREC"] = str(max(args.rows, args.stream_rows))
+        os.environ["VO_SERVICE_SYNC_TIMEOUT"] = "3600"
         server = ServerProcess(name="bench")
         ours = bench_service(f"{server.base}/tap", args.rows, "vo-service (anonymous)")
         token = make_member_token(url)
@@ -195,6 +233,8 @@ def main() -> None:
         b2 = ours[f"{args.rows // 1000}k rows votable (s)"]
         print(f"{'raw psycopg binary read (rows/s)':42s} {raw:12.0f}")
         print(f"{'BINARY2 stream rate vs raw read':42s} {(args.rows / b2) / raw:12.2%}")
+        if args.stream_rows:
+            big_stream(url, f"{server.base}/tap", server.proc.pid, args.stream_rows)
         if args.dachs:
             theirs = bench_service(args.dachs, args.rows, "DaCHS")
             print("\n== ratios (vo-service / DaCHS) ==")
