@@ -69,3 +69,31 @@ def test_adql_command(db_url: str) -> None:
         text=True,
     )
     assert bad.returncode != 0 and "line 1" in bad.stderr
+
+
+def test_database_url_points_at_an_existing_server(db_url: str) -> None:
+    """With DATABASE_URL the service uses that server and never manages a cluster."""
+    import os
+
+    env = {**os.environ, "DATABASE_URL": db_url, "VO_SERVICE_HOME": "/nonexistent/home"}
+    upgrade = subprocess.run(
+        [sys.executable, "-m", "vo_service.cli.main", "db", "upgrade"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert upgrade.returncode == 0 and "database up to date" in upgrade.stdout
+    status = subprocess.run(
+        [sys.executable, "-m", "vo_service.cli.main", "db", "status"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert status.returncode == 0 and "external database" in status.stdout
+    stop = subprocess.run(
+        [sys.executable, "-m", "vo_service.cli.main", "db", "stop"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert stop.returncode == 2 and "not managed by vo-service" in stop.stderr
