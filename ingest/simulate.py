@@ -78,8 +78,15 @@ class SpectroMode:
 
 
 LAMP_KEYS = (
-    "LAMP_HGA", "LAMP_NE", "LAMP_AR", "LAMP_FE", "LAMP_CU", "LAMP_QUA", "LAMP_BUL", "LAMP_DOM",
-)  # fmt: skip
+    "LAMP_HGA",
+    "LAMP_NE",
+    "LAMP_AR",
+    "LAMP_FE",
+    "LAMP_CU",
+    "LAMP_QUA",
+    "LAMP_BUL",
+    "LAMP_DOM",
+)
 MODE_400_M1 = SpectroMode("400_M1", "SYZY_400", 11.6, 5.8, "<NO FILTER>")
 SLIT = "1.0_LONG_SLIT"
 

@@ -19,7 +19,7 @@ XSI_NIL = "{http://www.w3.org/2001/XMLSchema-instance}nil"
 # Slow enough to abort or time out (tens of millions of joined rows), yet plain ADQL.
 SLOW = (
     "SELECT COUNT(*) AS n FROM archive.frames AS a, archive.frames AS b, "
-    "archive.frames AS c, archive.frames AS d, archive.frames AS e"
+    "archive.frames AS c, archive.frames AS d, archive.frames AS e, archive.frames AS f"
 )
 
 

@@ -150,6 +150,37 @@ def cmd_demo(args: argparse.Namespace, cfg: Settings) -> int:
     return _serve(cfg, args.host, args.port, prepare, args.workers)
 
 
+def _setting(text: str) -> tuple[str, object]:
+    """``key=value`` with the value read as JSON when it parses (numbers, true/false)."""
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected key=value, not {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
+
+
+def cmd_reduce(args: argparse.Namespace, cfg: Settings) -> int:
+    import psycopg
+
+    from ingest.reduce.pipeline import reduce_command
+    from vo_service.db import database
+
+    overrides = dict(args.set or [])
+    with database(cfg) as url, psycopg.connect(url, autocommit=True) as conn:
+        try:
+            report = reduce_command(conn, args.targets, overrides or None, cfg.home)
+        except ValueError as exc:
+            print(f"vo-service: {exc}", file=sys.stderr)
+            return 2
+    print(report)
+    failed = report.problems or report.by_status("failed")
+    return 1 if failed else 0
+
+
 def cmd_adql(args: argparse.Namespace, cfg: Settings) -> int:
     from vo_service import adql
     from vo_service.metadata import catalog
@@ -282,6 +313,22 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "demo":
             p.add_argument("--seed", type=int, default=1, help="seed of the demo night")
         p.set_defaults(func=func)
+
+    p = sub.add_parser("reduce", help="reduce nights or frames with the proposals' settings")
+    p.add_argument(
+        "targets",
+        nargs="+",
+        metavar="NIGHT_OR_FRAME",
+        help="a night (YYYY-MM-DD), an obs_id, a file, or 'waiting'",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        type=_setting,
+        metavar="KEY=VALUE",
+        help="override a reduction setting, e.g. --set extraction_width=3",
+    )
+    p.set_defaults(func=cmd_reduce)
 
     p = sub.add_parser("user", help="manage user accounts (staff)")
     users = p.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -1,0 +1,102 @@
+"""A task graph in Dask's dict format, run step by step in this process.
+
+``graph[key] = (function, *args)``; an argument that is a key of the graph (or a list
+holding keys) is replaced by that step's result. That is all ``dask.get`` needs too, so
+the reduction's graph can move to Dask workers without being rewritten; until then this
+runner keeps one process, frees results as soon as nothing needs them, and turns a
+failing step into a :class:`Failed` value instead of stopping a whole night.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Graph = dict[str, tuple[Any, ...]]
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The result of a step that raised, handed on to every step that needed it."""
+
+    key: str
+    error: str
+
+
+def _refs(arg: Any, graph: Graph) -> list[str]:
+    if isinstance(arg, str) and arg in graph:
+        return [arg]
+    if isinstance(arg, list):
+        return [k for a in arg for k in _refs(a, graph)]
+    return []
+
+
+def _resolve(arg: Any, graph: Graph, results: dict[str, Any]) -> Any:
+    if isinstance(arg, str) and arg in graph:
+        return results[arg]
+    if isinstance(arg, list):
+        return [_resolve(a, graph, results) for a in arg]
+    return arg
+
+
+def _first_failure(value: Any) -> Failed | None:
+    if isinstance(value, Failed):
+        return value
+    if isinstance(value, list):
+        return next((f for v in value if (f := _first_failure(v)) is not None), None)
+    return None
+
+
+def run_graph(
+    graph: Graph,
+    targets: Sequence[str],
+    on_done: Callable[[str, Any], None] | None = None,
+) -> dict[str, Any]:
+    """Run the steps ``targets`` need, one at a time, in dependency order.
+
+    A step that raises yields :class:`Failed`, and so does every step depending on it;
+    the others carry on. Results nobody needs any more are dropped as soon as possible,
+    so a night of full frames does not pile up in memory.
+    """
+    order: list[str] = []
+    state: dict[str, int] = {}
+    for target in targets:
+        stack: list[tuple[str, bool]] = [(target, False)]
+        while stack:
+            key, expanded = stack.pop()
+            if expanded:
+                state[key] = 2
+                order.append(key)
+                continue
+            if state.get(key):
+                if state[key] == 1:
+                    raise ValueError(f"cycle in the task graph at {key!r}")
+                continue
+            state[key] = 1
+            stack.append((key, True))
+            for dep in reversed(_refs(list(graph[key][1:]), graph)):
+                if not state.get(dep):
+                    stack.append((dep, False))
+    users = Counter(dep for key in order for dep in set(_refs(list(graph[key][1:]), graph)))
+    keep = set(targets)
+    results: dict[str, Any] = {}
+    for key in order:
+        func, *args = graph[key]
+        resolved = [_resolve(a, graph, results) for a in args]
+        failed = _first_failure(resolved)
+        if failed is not None:
+            results[key] = failed
+        else:
+            try:
+                results[key] = func(*resolved)
+            except Exception as exc:  # one bad frame must not stop a night
+                results[key] = Failed(key, f"{type(exc).__name__}: {exc}")
+        if on_done is not None:
+            on_done(key, results[key])
+        for dep in set(_refs(args, graph)):
+            users[dep] -= 1
+            if users[dep] == 0 and dep not in keep:
+                del results[dep]
+    return {key: results[key] for key in targets}
