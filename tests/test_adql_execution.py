@@ -59,5 +59,11 @@ def test_cone_search_uses_the_gist_index(db_url: str, cfg, night: NightSummary) 
         translation = translate(query, catalog())
         with psycopg.connect(db_url) as conn, conn.transaction():
             conn.execute("SET LOCAL enable_seqscan = off")  # tiny table: ask what is usable
+            # As users run it: anonymous, under the query role and row-level security.
+            conn.execute(
+                sql.SQL("SELECT set_config('vo.user_id', '', true); SET LOCAL ROLE {}").format(
+                    sql.Identifier(cfg.query_role)
+                )
+            )
             plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + translation.sql))
         assert "frames_pos_idx" in plan, (query, plan)

@@ -66,15 +66,22 @@ _basic_cache = _BasicCache()
 
 
 async def identity_from_token(pool: AsyncConnectionPool, token: str) -> Identity | None:
+    """Checked against the table on every request, so a revoked token fails at once; the
+    last-use time is written at most once a minute, keeping requests read-only."""
     async with pool.connection() as conn:
         cur = await conn.execute(
-            "UPDATE auth.tokens AS t SET last_used = now() FROM auth.users AS u "
-            "WHERE t.token_hash = %s AND t.revoked_at IS NULL AND u.user_id = t.user_id "
-            "AND u.is_active RETURNING u.user_id, u.username, u.is_staff",
+            "SELECT u.user_id, u.username, u.is_staff, t.token_id, "
+            "t.last_used IS NULL OR t.last_used < now() - interval '1 minute' "
+            "FROM auth.tokens AS t JOIN auth.users AS u USING (user_id) "
+            "WHERE t.token_hash = %s AND t.revoked_at IS NULL AND u.is_active",
             [digest(token)],
         )
         row = await cur.fetchone()
-    return Identity(*row) if row else None
+        if row is not None and row[4]:
+            await conn.execute(
+                "UPDATE auth.tokens SET last_used = now() WHERE token_id = %s", [row[3]]
+            )
+    return Identity(row[0], row[1], row[2]) if row else None
 
 
 async def identity_from_password(
