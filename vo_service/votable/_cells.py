@@ -86,6 +86,14 @@ class Cell:
         return self.timestamp and not self.unicode and free
 
 
+def columns_of(batch: Sequence[Sequence[object]], width: int) -> list[tuple[object, ...]]:
+    """A batch of rows as columns, checked against the number of FIELDs."""
+    columns = list(zip(*batch, strict=True)) if width else []
+    if len(columns) != width:
+        raise ValueError(f"rows have {len(columns)} values for {width} fields")
+    return columns
+
+
 def _arraysize(arraysize: str, name: str) -> tuple[int | None, int | None, bool]:
     """Fixed element count (None if variable), upper bound, and whether it is multi-dim."""
     dims = arraysize.replace(" ", "").split("x")

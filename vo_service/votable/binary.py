@@ -27,6 +27,7 @@ from vo_service.votable._cells import (
     Cell,
     Kind,
     arrays,
+    columns_of,
     encode,
     fixed_strings,
     gc_paused,
@@ -212,9 +213,7 @@ class BinaryWriter:
         n = len(batch)
         if not n:
             return np.empty(0, np.uint8)
-        columns = list(zip(*batch, strict=True)) if self._cells else []
-        if len(columns) != len(self._cells):
-            raise ValueError(f"rows have {len(columns)} values for {len(self._cells)} fields")
+        columns = columns_of(batch, len(self._cells))
         pieces: list[_Piece] = []
         flags = np.zeros((n, len(self._cells)), bool) if self._binary2 else None
         for i, (cell, values) in enumerate(zip(self._cells, columns, strict=True)):

@@ -30,6 +30,7 @@ from vo_service.votable._cells import (
     Cell,
     Kind,
     arrays,
+    columns_of,
     gc_paused,
     iso_matrix,
     numbers,
@@ -144,9 +145,7 @@ class ParquetResultWriter:
     def rows(self, batch: Sequence[Sequence[object]]) -> bytes:
         if not batch:
             return b""
-        columns = list(zip(*batch, strict=True)) if self._cells else []
-        if len(columns) != len(self._cells):
-            raise ValueError(f"rows have {len(columns)} values for {len(self._cells)} fields")
+        columns = columns_of(batch, len(self._cells))
         arrays_ = [
             _array(cell, values, field.type)
             for cell, values, field in zip(self._cells, columns, self._schema, strict=True)

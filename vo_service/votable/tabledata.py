@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from vo_service.metadata import Column
 from vo_service.votable import document
-from vo_service.votable._cells import INT_NULLS, Cell, Kind, gc_paused, plan
+from vo_service.votable._cells import INT_NULLS, Cell, Kind, columns_of, gc_paused, plan
 from vo_service.votable._text import Dialect, cells, rows
 
 
@@ -44,9 +44,7 @@ class TableDataWriter:
     def rows(self, batch: Sequence[Sequence[object]]) -> bytes:
         if not batch:
             return b""
-        columns = list(zip(*batch, strict=True)) if self._cells else []
-        if len(columns) != len(self._cells):
-            raise ValueError(f"rows have {len(columns)} values for {len(self._cells)} fields")
+        columns = columns_of(batch, len(self._cells))
         texts = [
             cells(values, cell, Dialect.TABLEDATA)
             for cell, values in zip(self._cells, columns, strict=True)

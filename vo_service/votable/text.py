@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from vo_service.metadata import Column
-from vo_service.votable._cells import Cell, gc_paused, plan
+from vo_service.votable._cells import Cell, columns_of, gc_paused, plan
 from vo_service.votable._text import Dialect, cells, rows
 
 
@@ -57,9 +57,7 @@ class DelimitedWriter:
     def rows(self, batch: Sequence[Sequence[object]]) -> bytes:
         if not batch:
             return b""
-        columns = list(zip(*batch, strict=True)) if self._cells else []
-        if len(columns) != len(self._cells):
-            raise ValueError(f"rows have {len(columns)} values for {len(self._cells)} fields")
+        columns = columns_of(batch, len(self._cells))
         texts = [
             cells(values, cell, self._dialect)
             for cell, values in zip(self._cells, columns, strict=True)
