@@ -605,3 +605,47 @@ def test_released_products_are_public(
         [obs_id],
     )
     assert visible == [(1,)]
+
+
+def test_product_downloads_follow_the_access_rules(
+    reduced: ReductionReport, db_url: str, server: str
+) -> None:
+    """Products download through the same rights check as raw frames; hidden ones 404."""
+    import asyncio
+
+    import httpx
+
+    from vo_service.auth import accounts
+
+    async def staff() -> None:
+        async with await psycopg.AsyncConnection.connect(db_url) as conn, conn.transaction():
+            await accounts.add_user(
+                conn, "productstaff", "ps@example.org", "Grism-Order-2b", staff=True
+            )
+
+    asyncio.run(staff())
+    with psycopg.connect(db_url) as conn:
+        product_id, release = conn.execute(
+            "SELECT product_id, release_date FROM archive.products "
+            "WHERE kind = 'wavelength_calibrated' ORDER BY product_id LIMIT 1"
+        ).fetchone()
+    url = f"{server}/data/products/{product_id}"
+    public = httpx.get(url)
+    assert public.status_code == 200 and public.content[:9] == b"SIMPLE  ="
+    with psycopg.connect(db_url) as conn:
+        conn.execute(
+            "UPDATE archive.products SET release_date = '2999-01-01', "
+            "release_fixed = true WHERE product_id = %s",
+            [product_id],
+        )
+    try:
+        assert httpx.get(url).status_code == 404
+        assert httpx.get(url, auth=("productstaff", "Grism-Order-2b")).status_code == 200
+    finally:
+        with psycopg.connect(db_url) as conn:
+            conn.execute(
+                "UPDATE archive.products SET release_date = %s, release_fixed = false "
+                "WHERE product_id = %s",
+                [release, product_id],
+            )
+    assert httpx.get(f"{server}/data/products/999999999").status_code == 404
