@@ -18,7 +18,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vo_service.votable import document
-from vo_service.votable._cells import INT_NULLS, Cell, Kind, arrays, iso_matrix, numbers, texts
+from vo_service.votable._cells import (
+    INT_NULLS,
+    Cell,
+    Kind,
+    arrays,
+    columns_of,
+    iso_matrix,
+    numbers,
+    texts,
+)
 
 
 class Dialect(Enum):
@@ -127,3 +136,14 @@ def rows(columns: Sequence[pa.Array], n: int, dialect: Dialect) -> bytes:
         lines = lines.combine_chunks()
     offsets = np.frombuffer(lines.buffers()[1], np.int32)[lines.offset : lines.offset + n + 1]
     return lines.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0])).to_pybytes()
+
+
+def encode_batch(
+    batch: Sequence[Sequence[object]], plans: Sequence[Cell], dialect: Dialect
+) -> bytes:
+    """One batch of rows as delimited text (TABLEDATA, CSV or TSV)."""
+    if not batch:
+        return b""
+    columns = columns_of(batch, len(plans))
+    texts_ = [cells(values, cell, dialect) for cell, values in zip(plans, columns, strict=True)]
+    return rows(texts_, len(batch), dialect)

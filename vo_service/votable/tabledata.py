@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 from vo_service.metadata import Column
 from vo_service.votable import document
-from vo_service.votable._cells import INT_NULLS, Cell, Kind, columns_of, gc_paused, plan
-from vo_service.votable._text import Dialect, cells, rows
+from vo_service.votable._cells import INT_NULLS, Cell, Kind, gc_paused, plan
+from vo_service.votable._text import Dialect, encode_batch
 
 
 class TableDataWriter:
@@ -42,14 +42,7 @@ class TableDataWriter:
 
     @gc_paused()
     def rows(self, batch: Sequence[Sequence[object]]) -> bytes:
-        if not batch:
-            return b""
-        columns = columns_of(batch, len(self._cells))
-        texts = [
-            cells(values, cell, Dialect.TABLEDATA)
-            for cell, values in zip(self._cells, columns, strict=True)
-        ]
-        return rows(texts, len(batch), Dialect.TABLEDATA)
+        return encode_batch(batch, self._cells, Dialect.TABLEDATA)
 
     def tail(self, *, overflow: bool = False, error: str | None = None) -> bytes:
         return ("</TABLEDATA></DATA>\n" + document.tail(overflow=overflow, error=error)).encode()

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from vo_service.metadata import Column
-from vo_service.votable._cells import Cell, columns_of, gc_paused, plan
-from vo_service.votable._text import Dialect, cells, rows
+from vo_service.votable._cells import Cell, gc_paused, plan
+from vo_service.votable._text import Dialect, encode_batch
 
 
 def _csv_field(value: str) -> str:
@@ -55,14 +55,7 @@ class DelimitedWriter:
 
     @gc_paused()
     def rows(self, batch: Sequence[Sequence[object]]) -> bytes:
-        if not batch:
-            return b""
-        columns = columns_of(batch, len(self._cells))
-        texts = [
-            cells(values, cell, self._dialect)
-            for cell, values in zip(self._cells, columns, strict=True)
-        ]
-        return rows(texts, len(batch), self._dialect)
+        return encode_batch(batch, self._cells, self._dialect)
 
     def tail(self, *, overflow: bool = False, error: str | None = None) -> bytes:
         return b""
