@@ -88,26 +88,40 @@ def test_jobs_of_a_crashed_process_resume_at_restart(
         restarted.stop()
 
 
-def test_orderly_shutdown_requeues_running_jobs(db_url: str, night: NightSummary) -> None:
-    own = ServerProcess(name="draining")
-    response = httpx.post(
-        f"{own.base}/tap/async", data={"LANG": "ADQL", "QUERY": SLOW, "PHASE": "RUN"}
-    )
-    job_id = response.headers["location"].rsplit("/", 1)[1]
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        deadline = time.monotonic() + 10
-        while (
-            conn.execute("SELECT phase FROM uws.jobs WHERE job_id = %s", [job_id]).fetchone()[0]
-            != "EXECUTING"
-        ):
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-        own.stop()
+def _executing_worker(conn: psycopg.Connection, job_id: str) -> str:
+    deadline = time.monotonic() + 10
+    while True:
         phase, worker = conn.execute(
             "SELECT phase, worker FROM uws.jobs WHERE job_id = %s", [job_id]
         ).fetchone()
-        # Handed back, or already picked up again by the shared test server.
-        assert phase in ("QUEUED", "EXECUTING") and (worker is None or "draining" not in worker)
+        if phase == "EXECUTING":
+            return worker
+        assert time.monotonic() < deadline, "job never started"
+        time.sleep(0.05)
+
+
+def test_orderly_shutdown_requeues_running_jobs(db_url: str, night: NightSummary) -> None:
+    own = ServerProcess(name="draining")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        # Other servers of the session share the queue; go on until this one claims a job.
+        for _attempt in range(10):
+            response = httpx.post(
+                f"{own.base}/tap/async", data={"LANG": "ADQL", "QUERY": SLOW, "PHASE": "RUN"}
+            )
+            job_id = response.headers["location"].rsplit("/", 1)[1]
+            worker = _executing_worker(conn, job_id)
+            if worker.split(":")[1] == str(own.proc.pid):
+                break
+            conn.execute("UPDATE uws.jobs SET phase = 'ABORTED' WHERE job_id = %s", [job_id])
+        else:
+            raise AssertionError("the draining server never claimed a job")
+        own.stop()
+        phase, after = conn.execute(
+            "SELECT phase, worker FROM uws.jobs WHERE job_id = %s", [job_id]
+        ).fetchone()
+        # Handed back to the queue (or already taken by another server), never left to
+        # the stopped process.
+        assert phase in ("QUEUED", "EXECUTING") and after != worker
         conn.execute("UPDATE uws.jobs SET phase = 'ABORTED' WHERE job_id = %s", [job_id])
 
 

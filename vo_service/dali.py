@@ -58,9 +58,6 @@ class Params:
     def getlist(self, name: str) -> list[str]:
         return list(self._values.get(name.upper(), []))
 
-    def __contains__(self, name: str) -> bool:
-        return name.upper() in self._values
-
     def items(self) -> list[tuple[str, str]]:
         return [(k, v) for k, values in self._values.items() for v in values]
 

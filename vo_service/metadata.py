@@ -11,7 +11,7 @@ it was preferred over YAML or XML resource descriptors.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
@@ -300,7 +300,3 @@ def load_catalog(directory: Path | None = None) -> Catalog:
 def catalog() -> Catalog:
     """The process-wide catalogue of declared tables."""
     return load_catalog()
-
-
-def qualified(tables: Iterable[Table]) -> list[str]:
-    return [t.qualified_name for t in tables]

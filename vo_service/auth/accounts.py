@@ -109,14 +109,6 @@ async def set_proprietary_period(conn: AsyncConnection, code: str, months: int) 
     return int(row[0]) if row else 0
 
 
-async def is_pi(conn: AsyncConnection, code: str, user: int) -> bool:
-    cur = await conn.execute(
-        "SELECT 1 FROM auth.memberships WHERE proposal_id = %s AND user_id = %s AND role = 'pi'",
-        [code, user],
-    )
-    return await cur.fetchone() is not None
-
-
 async def add_member(conn: AsyncConnection, code: str, who: str) -> NewMember:
     """Add a collaborator by username or e-mail; an unknown e-mail is invited."""
     cur = await conn.execute("SELECT 1 FROM auth.proposals WHERE proposal_id = %s", [code])
