@@ -13,8 +13,9 @@ HTTP status; errors later in the stream close the table and append an ERROR INFO
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import psycopg
 from psycopg import errors
@@ -24,9 +25,11 @@ from psycopg_pool import AsyncConnectionPool
 from vo_service.dali import DALIError, QueryTimeout
 from vo_service.db.reader import enter_reader
 from vo_service.metadata import Column
+from vo_service.tap.binary_rows import RowPlan
 from vo_service.tap.query import PreparedQuery, QueryLimits
 from vo_service.tap.uploads import create_temp_tables
 from vo_service.votable import ResultWriter
+from vo_service.votable.binary import BinaryWriter
 
 BATCH_ROWS = 10_000
 THREAD_ROWS = 2_000
@@ -57,18 +60,29 @@ _PG_TYPES: dict[str, tuple[str, str | None, str | None]] = {
 _CHAR = frozenset({"char", "unicodeChar"})
 
 
+def type_names(description: Sequence[psycopg.Column], conn: psycopg.BaseConnection) -> list[str]:
+    """PostgreSQL type names of result columns; arrays as ``_element`` (as in pg_type)."""
+    names = []
+    for desc in description:
+        info = conn.adapters.types.get(desc.type_code)
+        if info is None:
+            names.append("")
+        else:
+            names.append(f"_{info.name}" if desc.type_code == info.array_oid else info.name)
+    return names
+
+
 def resolve_fields(
     fields: Sequence[Column],
     description: Sequence[psycopg.Column] | None,
-    conn: psycopg.AsyncConnection,
+    conn: psycopg.BaseConnection,
 ) -> list[Column]:
     """Keep the declared metadata, but let the actual result type decide the encoding."""
     if not description:
         return list(fields)
     resolved = []
-    for field, desc in zip(fields, description, strict=True):
-        info = conn.adapters.types.get(desc.type_code)
-        pg = _PG_TYPES.get(info.name if info else "", ("char", "*", None))
+    for field, name in zip(fields, type_names(description, conn), strict=True):
+        pg = _PG_TYPES.get(name, ("char", "*", None))
         datatype, arraysize, xtype = pg
         if (
             field.datatype == datatype
@@ -111,6 +125,48 @@ async def _encode(writer: ResultWriter, rows: list[tuple]) -> bytes:
     return await asyncio.to_thread(writer.rows, rows)
 
 
+async def _open_cursor(
+    conn: psycopg.AsyncConnection, query: PreparedQuery, small: bool
+) -> tuple[psycopg.AsyncCursor, list[Column], Callable[[list[tuple]], Awaitable[bytes]]]:
+    """Run the query; return its cursor, FIELDs, and how a fetched batch becomes bytes.
+
+    A large BINARY2/BINARY result is read as binary records (see ``binary_rows``): the
+    query's result types are learnt first from a ``LIMIT 0`` run, then the wrapped query
+    returns one record per row. Everything else goes through the Python writers.
+    """
+    writer = query.writer
+    sql = query.translation.sql
+    if not small and isinstance(writer, BinaryWriter):
+        probe = conn.cursor(row_factory=tuple_row)
+        await probe.execute(f"SELECT * FROM ({sql}) AS q LIMIT 0")
+        fields = resolve_fields(query.translation.fields, probe.description, conn)
+        types = type_names(probe.description or (), conn)
+        await probe.close()
+        rows = RowPlan.build(fields, types, binary2=writer.binary2)
+        if rows is not None:
+            cursor = conn.cursor(name="tap_result", row_factory=tuple_row, binary=True)
+            await cursor.execute(rows.sql(sql))
+
+            async def records(batch: list[tuple]) -> bytes:
+                if len(batch) < THREAD_ROWS:
+                    return writer.encoded(rows.encode(batch))
+                # base64 too: the event loop is then free to take in the next batch
+                return await asyncio.to_thread(lambda: writer.encoded(rows.encode(batch)))
+
+            return cursor, fields, records
+    if small:
+        cursor = conn.cursor(row_factory=tuple_row)
+    else:
+        cursor = conn.cursor(name="tap_result", row_factory=tuple_row)
+    await cursor.execute(sql)
+    fields = resolve_fields(query.translation.fields, cursor.description, conn)
+
+    async def python(rows: list[tuple]) -> bytes:
+        return await _encode(writer, rows)
+
+    return cursor, fields, python
+
+
 async def stream_query(pool: AsyncConnectionPool, query: PreparedQuery) -> AsyncIterator[bytes]:
     """Yield the encoded result; the first chunk arrives only after the first batch ran."""
     limits = query.limits
@@ -125,37 +181,42 @@ async def stream_query(pool: AsyncConnectionPool, query: PreparedQuery) -> Async
             # the query role and becomes read-only before any user SQL runs.
             await create_temp_tables(conn, query.uploads, limits.role)
             await enter_reader(conn, limits.role, query.user_id, limits.timeout_s)
-            if small:
-                cursor = conn.cursor(row_factory=tuple_row)
-            else:
-                cursor = conn.cursor(name="tap_result", row_factory=tuple_row)
-            await cursor.execute(query.translation.sql)
+            cursor, fields, encode = await _open_cursor(conn, query, small)
             first = await cursor.fetchmany(min(BATCH_ROWS, limits.maxrec + 1))
         except psycopg.Error as exc:
             raise _translate_db_error(exc, limits) from None
-        fields = resolve_fields(query.translation.fields, cursor.description, conn)
         sent = 0
         batch = first
         head = writer.head(fields, infos=query.infos)
+        # The next batch is fetched while this one is encoded and sent, so PostgreSQL and
+        # Python work at the same time.
+        ahead: asyncio.Future[list[tuple]] | None = None
         try:
             while True:
                 room = limits.maxrec - sent
                 chunk = batch[:room]
                 sent += len(chunk)
                 overflow = len(batch) > room
-                body = await _encode(writer, chunk)
+                done = overflow or len(batch) == 0 or (small and len(batch) < BATCH_ROWS)
+                if not done:
+                    ahead = asyncio.ensure_future(cursor.fetchmany(BATCH_ROWS))
+                body = await encode(chunk)
                 if head:
                     body, head = head + body, b""
                 if body:
                     yield body
-                if overflow or len(batch) == 0 or (small and len(batch) < BATCH_ROWS):
+                if done:
                     yield writer.tail(overflow=overflow)
                     break
-                batch = await cursor.fetchmany(BATCH_ROWS)
+                assert ahead is not None
+                batch, ahead = await ahead, None
         except psycopg.Error as exc:
             error = _translate_db_error(exc, limits)
             if not writer.in_band_status:
                 raise error from None  # CSV/TSV: a cut connection, never a truncated "success"
             yield writer.tail(error=error.message)
         finally:
+            if ahead is not None:  # the client went away: let the fetch finish, then close
+                with contextlib.suppress(Exception):
+                    await ahead
             await cursor.close()

@@ -286,6 +286,11 @@ def _naive_fields(present: Sequence[datetime]) -> list[np.ndarray] | None:
 
 def _aware_fields(present: Sequence[datetime]) -> list[np.ndarray] | None:
     ms = np.array([(v - _EPOCH_UTC) // _MS for v in present], np.int64)
+    return epoch_ms_fields(ms)
+
+
+def epoch_ms_fields(ms: np.ndarray) -> list[np.ndarray] | None:
+    """Calendar fields of UTC milliseconds since 1970; None outside years 0001–9999."""
     days, ms_of_day = np.divmod(ms, 86_400_000)
     # Howard Hinnant's civil_from_days, vectorised
     z = days + 719_468
@@ -297,12 +302,17 @@ def _aware_fields(present: Sequence[datetime]) -> list[np.ndarray] | None:
     day = doy - (153 * mp + 2) // 5 + 1
     month = np.where(mp < 10, mp + 3, mp - 9)
     year = yoe + era * 400 + (month <= 2)
-    if year.size and (year.min() < 0 or year.max() > 9999):
+    if year.size and (year.min() < 1 or year.max() > 9999):
         return None
     seconds, millis = np.divmod(ms_of_day, 1000)
     hour, rest = np.divmod(seconds, 3600)
     minute, second = np.divmod(rest, 60)
     return [year, month, day, hour, minute, second, millis]
+
+
+def iso_digits(fields: Sequence[np.ndarray]) -> np.ndarray:
+    """(n, 23) ASCII ``YYYY-MM-DDThh:mm:ss.sss`` from calendar fields."""
+    return _digits(*fields)
 
 
 def iso_strings(matrix: np.ndarray, nulls: np.ndarray | None) -> list[str | None]:

@@ -4,9 +4,8 @@ A batch is turned into per-field big-endian byte matrices (one vectorised conver
 column), which are interleaved into row order by numpy rather than packed row by row:
 fixed-width fields are column slices of an (n, width) matrix, variable-length strings
 and arrays are padded into it and the padding squeezed out with one boolean mask (see
-``interleave``). The base64 encoder only ever emits whole 76-character lines and carries
-the remaining bytes (fewer than 57) to the next batch, so the chunks concatenate into
-one valid STREAM.
+``interleave``). The base64 encoder only ever encodes whole 3-byte groups and carries
+the remaining bytes to the next batch, so the chunks concatenate into one valid STREAM.
 
 BINARY has no NULL flags: floats use NaN, booleans ``?``, strings and variable arrays
 length 0, and integers the most negative value of their type (255 for unsignedByte),
@@ -45,30 +44,27 @@ _BE_INT32 = np.dtype(">i4")
 _Piece = np.ndarray | tuple[np.ndarray, np.ndarray]
 
 
-class Base64Lines:
-    """Incremental base64 in 76-character lines; concatenated outputs form one stream."""
+class Base64Stream:
+    """Incremental base64; concatenated outputs form one stream.
 
-    _GROUP = 57  # input bytes per 76-character line
+    Each output is one line: whitespace inside a STREAM is insignificant, and breaking
+    every 76 characters (MIME's habit) cost as much as the encoding itself.
+    """
 
     def __init__(self) -> None:
-        self._carry = np.empty(0, np.uint8)
+        self._carry = b""
 
-    def feed(self, data: np.ndarray) -> bytes:
-        if self._carry.size:
-            data = np.concatenate((self._carry, data))
-        cut = data.size - data.size % self._GROUP
-        self._carry = data[cut:].copy()
-        if not cut:
-            return b""
-        text = np.frombuffer(binascii.b2a_base64(data[:cut], newline=False), np.uint8)
-        lines = np.empty((cut // self._GROUP, 77), np.uint8)
-        lines[:, :76] = text.reshape(-1, 76)
-        lines[:, 76] = 10
-        return lines.tobytes()
+    def feed(self, data: bytes | np.ndarray) -> bytes:
+        raw = data.tobytes() if isinstance(data, np.ndarray) else data
+        if self._carry:
+            raw = self._carry + raw
+        cut = len(raw) - len(raw) % 3
+        self._carry = raw[cut:]
+        return binascii.b2a_base64(raw[:cut]) if cut else b""
 
     def finish(self) -> bytes:
-        out = binascii.b2a_base64(self._carry) if self._carry.size else b""
-        self._carry = np.empty(0, np.uint8)
+        out = binascii.b2a_base64(self._carry) if self._carry else b""
+        self._carry = b""
         return out
 
 
@@ -176,7 +172,7 @@ class BinaryWriter:
         self._binary2 = binary2
         self._tag = "BINARY2" if binary2 else "BINARY"
         self._cells: list[Cell] = []
-        self._b64 = Base64Lines()
+        self._b64 = Base64Stream()
 
     def head(
         self,
@@ -197,6 +193,14 @@ class BinaryWriter:
         )
         xml = document.head(fields, infos, description, nulls)
         return (xml + f'<DATA><{self._tag}>\n<STREAM encoding="base64">\n').encode()
+
+    @property
+    def binary2(self) -> bool:
+        return self._binary2
+
+    def encoded(self, data: bytes) -> bytes:
+        """Rows already encoded elsewhere (by PostgreSQL), only to be base64-streamed."""
+        return self._b64.feed(data)
 
     @gc_paused()
     def rows(self, batch: Sequence[Sequence[object]]) -> bytes:
