@@ -218,6 +218,32 @@ def test_revoking_a_token_takes_effect_at_once(tap_url: str, db_url: str, matrix
     assert httpx.get(f"{tap_url}/sync", params=params, headers=headers).status_code == 401
 
 
+def test_deactivating_a_user_stops_their_cached_token_at_once(
+    tap_url: str, db_url: str, matrix: dict
+) -> None:
+    async def make() -> str:
+        async with await psycopg.AsyncConnection.connect(db_url) as conn, conn.transaction():
+            await accounts.add_user(conn, "erin", "erin@example.org", None)
+            return (await accounts.create_token(conn, "erin", "cached"))[1]
+
+    async def active(flag: bool) -> None:
+        async with await psycopg.AsyncConnection.connect(db_url) as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE auth.users SET is_active = %s WHERE username = 'erin'", [flag]
+            )
+
+    headers = {"Authorization": f"Bearer {asyncio.run(make())}"}
+    params = {"LANG": "ADQL", "QUERY": SCIENCE}
+    for _ in range(3):  # the identity is now kept in the server's memory
+        assert httpx.get(f"{tap_url}/sync", params=params, headers=headers).status_code == 200
+    asyncio.run(active(False))
+    try:
+        assert httpx.get(f"{tap_url}/sync", params=params, headers=headers).status_code == 401
+    finally:
+        asyncio.run(active(True))
+    assert httpx.get(f"{tap_url}/sync", params=params, headers=headers).status_code == 200
+
+
 def test_released_rows_appear_without_restart(tap_url: str, db_url: str, matrix: dict) -> None:
     async def period(months: int) -> None:
         async with await psycopg.AsyncConnection.connect(db_url) as conn, conn.transaction():

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vo_service import __version__
 from vo_service.api import routes as api_routes
-from vo_service.auth.identity import Authentication, owner_name
+from vo_service.auth.identity import AUTH_CHANNEL, Authentication, owner_name, token_cache
 from vo_service.config import Settings
 from vo_service.dali import DALIError, error_response
 from vo_service.files import routes as file_routes
@@ -72,7 +72,10 @@ def create_app(settings: Settings, database_url: str) -> Starlette:
     # Created here, opened in the lifespan: routes need the objects, not the connections.
     pool = AsyncConnectionPool(database_url, min_size=1, max_size=20, open=False)
     engine = Engine(
-        JobStore(pool), JobEvents(database_url), settings.home, [TapQueryJob(pool, settings)]
+        JobStore(pool),
+        JobEvents(database_url, also={AUTH_CHANNEL: token_cache.changed}),
+        settings.home,
+        [TapQueryJob(pool, settings)],
     )
     tap_async = UWSService(
         engine,

@@ -64,7 +64,7 @@ def fill(url: str, rows: int, start: int = 0) -> None:
                 ra, dec, spoint(radians(ra), radians(dec)), 'Red|2x2', now(), '{}'::jsonb
             FROM (SELECT g, (g * 137.508) %% 360 AS ra,
                          degrees(asin(2 * ((g * 0.618034) %% 1) - 1)) AS dec
-                  FROM generate_series(%s, %s) AS g) AS s
+                  FROM generate_series(%s::bigint, %s::bigint) AS g) AS s
             """,
             [start + 1, start + rows],
         )
@@ -160,26 +160,34 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def big_stream(url: str, tap: str, pid: int, rows: int) -> None:
-    """Stream ``rows`` rows as BINARY2 and report the server's peak memory."""
+def big_stream(url: str, rows: int) -> None:
+    """Stream ``rows`` rows as BINARY2 from a fresh server and report its peak memory.
+
+    A server of its own, so that nothing measured before raised its high-water mark.
+    """
     with psycopg.connect(url) as conn:
         have = conn.execute("SELECT count(*) FROM archive.frames").fetchone()[0]
     if have < rows:
         fill(url, rows - have, start=have)
-    before = peak_rss_mb(pid)
-    start = time.perf_counter()
-    size = 0
-    params = {"LANG": "ADQL", "QUERY": "SELECT * FROM archive.frames", "MAXREC": str(rows)}
-    with httpx.stream("GET", f"{tap}/sync", params=params, timeout=3600) as response:
-        for chunk in response.iter_bytes():
-            size += len(chunk)
-    elapsed = time.perf_counter() - start
-    print(f"\n== {rows:,} rows streamed as BINARY2 ==")
+    server = ServerProcess(name="stream")
+    try:
+        before = peak_rss_mb(server.proc.pid)
+        start = time.perf_counter()
+        size = 0
+        params = {"LANG": "ADQL", "QUERY": "SELECT * FROM archive.frames", "MAXREC": str(rows)}
+        with httpx.stream("GET", f"{server.base}/tap/sync", params=params, timeout=7200) as r:
+            for chunk in r.iter_bytes():
+                size += len(chunk)
+        elapsed = time.perf_counter() - start
+        after = peak_rss_mb(server.proc.pid)
+    finally:
+        server.stop()
+    print(f"\n== {rows:,} rows streamed as BINARY2 (fresh server process) ==")
     print(f"{'time (s)':42s} {elapsed:12.1f}")
     print(f"{'rows/s':42s} {rows / elapsed:12.0f}")
     print(f"{'bytes (MB)':42s} {size / 1e6:12.1f}")
-    print(f"{'server peak RSS before (MB)':42s} {before:12.1f}")
-    print(f"{'server peak RSS after (MB)':42s} {peak_rss_mb(pid):12.1f}")
+    print(f"{'server peak RSS after start-up (MB)':42s} {before:12.1f}")
+    print(f"{'server peak RSS after the stream (MB)':42s} {after:12.1f}")
 
 
 def raw_read_rate(url: str, rows: int) -> float:
@@ -204,6 +212,9 @@ def main() -> None:
         default=0,
         help="also stream this many rows (e.g. 10000000) and report memory",
     )
+    parser.add_argument(
+        "--stream-only", action="store_true", help="only the --stream-rows measurement"
+    )
     args = parser.parse_args()
     cfg = settings()
     cluster = EmbeddedCluster(cfg.home)
@@ -216,7 +227,10 @@ def main() -> None:
         fill(url, args.rows)
         os.environ["VO_SERVICE_MAXREC"] = str(args.rows)
         os.environ["VO_SERVICE_HARD_MAXREC"] = str(max(args.rows, args.stream_rows))
-        os.environ["VO_SERVICE_SYNC_TIMEOUT"] = "3600"
+        os.environ["VO_SERVICE_SYNC_TIMEOUT"] = "7200"
+        if args.stream_only:
+            big_stream(url, args.stream_rows)
+            return
         server = ServerProcess(name="bench")
         ours = bench_service(f"{server.base}/tap", args.rows, "vo-service (anonymous)")
         token = make_member_token(url)
@@ -229,12 +243,12 @@ def main() -> None:
         print("\n== row-level security: logged-in member vs anonymous ==")
         for key in ("tiny query latency (ms)", f"{args.rows // 1000}k rows votable (s)"):
             print(f"{key:42s} {member[key] / ours[key] - 1:+12.1%}")
-        raw = raw_read_rate(url, args.rows)
-        b2 = ours[f"{args.rows // 1000}k rows votable (s)"]
-        print(f"{'raw psycopg binary read (rows/s)':42s} {raw:12.0f}")
+        raw = max(raw_read_rate(url, args.rows) for _ in range(3))
+        b2 = min(ours[f"{args.rows // 1000}k rows {fmt} (s)"] for fmt in ("votable", "votable/b2"))
+        print(f"{'raw psycopg binary read, best of 3 (rows/s)':42s} {raw:12.0f}")
         print(f"{'BINARY2 stream rate vs raw read':42s} {(args.rows / b2) / raw:12.2%}")
         if args.stream_rows:
-            big_stream(url, f"{server.base}/tap", server.proc.pid, args.stream_rows)
+            big_stream(url, args.stream_rows)
         if args.dachs:
             theirs = bench_service(args.dachs, args.rows, "DaCHS")
             print("\n== ratios (vo-service / DaCHS) ==")

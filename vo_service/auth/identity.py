@@ -29,6 +29,8 @@ CSRF_HEADER = "x-csrf-token"
 REALM = 'Basic realm="vo-service", charset="UTF-8"'
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _BASIC_CACHE_S = 300.0
+_TOKEN_CACHE_S = 60.0  # also how often a token's last-use time is written
+AUTH_CHANNEL = "vo_auth"  # announced by auth.tokens and auth.users (schemas/sql)
 
 
 @dataclass(frozen=True)
@@ -65,23 +67,68 @@ class _BasicCache:
 _basic_cache = _BasicCache()
 
 
+class _TokenCache:
+    """Token identities kept in memory, so a token request costs no extra round trip.
+
+    Only while this process listens to ``vo_auth``: every change to tokens or users is
+    announced there and empties the cache, so a revoked token fails at once. When the
+    listening connection is lost, nothing is kept until it is back.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[float, Identity]] = {}
+        self.live = False
+        self.generation = 0  # a lookup that overlapped a change must not be kept
+
+    def get(self, key: str) -> Identity | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, key: str, identity: Identity, generation: int) -> None:
+        if not self.live or generation != self.generation:
+            return
+        if len(self._entries) > 10_000:
+            self._entries.clear()
+        self._entries[key] = (time.monotonic() + _TOKEN_CACHE_S, identity)
+
+    def changed(self, payload: str | None) -> None:
+        """A notification (payload) or a lost listening connection (None)."""
+        self._entries.clear()
+        self.generation += 1
+        self.live = payload is not None
+
+
+token_cache = _TokenCache()
+
+
 async def identity_from_token(pool: AsyncConnectionPool, token: str) -> Identity | None:
-    """Checked against the table on every request, so a revoked token fails at once; the
-    last-use time is written at most once a minute, keeping requests read-only."""
+    """Looked up once a minute at most (see ``_TokenCache``), and the last-use time is
+    written then, keeping requests read-only."""
+    key = digest(token)
+    cached = token_cache.get(key)
+    if cached is not None:
+        return cached
+    generation = token_cache.generation
     async with pool.connection() as conn:
         cur = await conn.execute(
             "SELECT u.user_id, u.username, u.is_staff, t.token_id, "
             "t.last_used IS NULL OR t.last_used < now() - interval '1 minute' "
             "FROM auth.tokens AS t JOIN auth.users AS u USING (user_id) "
             "WHERE t.token_hash = %s AND t.revoked_at IS NULL AND u.is_active",
-            [digest(token)],
+            [key],
         )
         row = await cur.fetchone()
         if row is not None and row[4]:
             await conn.execute(
                 "UPDATE auth.tokens SET last_used = now() WHERE token_id = %s", [row[3]]
             )
-    return Identity(row[0], row[1], row[2]) if row else None
+    if row is None:
+        return None
+    identity = Identity(row[0], row[1], row[2])
+    token_cache.put(key, identity, generation)
+    return identity
 
 
 async def identity_from_password(

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 
 import psycopg
 
@@ -20,8 +21,15 @@ log = logging.getLogger(__name__)
 
 
 class JobEvents:
-    def __init__(self, database_url: str) -> None:
+    """Job changes, plus other channels' notifications handed to their callbacks
+    (``also``); a callback is called with None when the connection is lost and with ""
+    once it listens again, as notifications may have been missed in between."""
+
+    def __init__(
+        self, database_url: str, also: dict[str, Callable[[str | None], None]] | None = None
+    ) -> None:
         self.database_url = database_url
+        self._also = also or {}
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self.any_change = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -41,15 +49,26 @@ class JobEvents:
                 async with await psycopg.AsyncConnection.connect(
                     self.database_url, autocommit=True
                 ) as conn:
-                    await conn.execute(f"LISTEN {CHANNEL}")
+                    for channel in (CHANNEL, *self._also):
+                        await conn.execute(f"LISTEN {channel}")
+                    self._tell_others("")
                     async for note in conn.notifies():
-                        self._fire(note.payload)
+                        if note.channel == CHANNEL:
+                            self._fire(note.payload)
+                        elif note.channel in self._also:
+                            self._also[note.channel](note.payload)
             except asyncio.CancelledError:
+                self._tell_others(None)
                 raise
             except Exception as exc:  # reconnect; waiters fall back to their timeouts
                 log.warning("job listener lost its connection (%s); reconnecting", exc)
+                self._tell_others(None)
                 self._fire(None)
                 await asyncio.sleep(1)
+
+    def _tell_others(self, payload: str | None) -> None:
+        for callback in self._also.values():
+            callback(payload)
 
     def _fire(self, job_id: str | None) -> None:
         self.any_change.set()
