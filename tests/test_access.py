@@ -67,8 +67,10 @@ def matrix(db_url: str, night: NightSummary, tmp_path_factory: pytest.TempPathFa
                 expected[proposal].append(target.name.split(".")[0])
     with psycopg.connect(db_url) as conn:
         ingest(conn, [folder], progress=False)
+        products = _add_products(conn, folder)
     p1, p2 = expected["MATRIX-P1"], expected["MATRIX-P2"]
     yield {
+        "products": products,
         "tokens": tokens,
         "visible": {
             "anonymous": [],
@@ -79,7 +81,41 @@ def matrix(db_url: str, night: NightSummary, tmp_path_factory: pytest.TempPathFa
         },
     }
     with psycopg.connect(db_url) as conn:
+        conn.execute("DELETE FROM archive.products WHERE proposal_id LIKE 'MATRIX-%'")
         conn.execute("DELETE FROM archive.frames WHERE proposal_id LIKE 'MATRIX-%'")
+
+
+def _add_products(conn: psycopg.Connection, folder: Path) -> dict[int, tuple[str, bytes]]:
+    """A reduced product (and its provenance) per matrix frame, released as its frame is;
+    returns product id → (science obs_id, file bytes)."""
+    frames = conn.execute(
+        "SELECT frame_id, obs_id, proposal_id, date_obs FROM archive.frames "
+        "WHERE proposal_id LIKE 'MATRIX-%' AND frame_type = 'science_spectrum'"
+    ).fetchall()
+    products: dict[int, tuple[str, bytes]] = {}
+    for frame_id, obs_id, proposal, observed in frames:
+        path = folder / f"{obs_id}_2d.fits"
+        content = f"product of {obs_id}".encode()
+        path.write_bytes(content)
+        (product_id,) = conn.execute(
+            "INSERT INTO archive.products (kind, data_level, subject, version, frame_id, "
+            "obs_id, file_name, path, file_size, sha256, proposal_id, date_obs, release_date, "
+            "inputs_hash, settings_hash, software_version, created_at) VALUES "
+            "('reduced_2d', 2, %s, 1, %s, %s, %s, %s, %s, 'x', %s, %s, "
+            "auth.product_release_date('reduced_2d', %s, %s, %s), %s, 's', 'test', now()) "
+            "RETURNING product_id",
+            [
+                *(obs_id, frame_id, obs_id, path.name, str(path), len(content), proposal),
+                *(observed, observed, proposal, frame_id, obs_id),
+            ],
+        ).fetchone()
+        conn.execute(
+            "INSERT INTO archive.provenance (product_id, input_kind, input_id, role) "
+            "VALUES (%s, 'frame', %s, 'progenitor')",
+            [product_id, frame_id],
+        )
+        products[product_id] = (obs_id, content)
+    return products
 
 
 def _auth(user: str, matrix: dict) -> dict:
@@ -310,6 +346,33 @@ def test_raw_downloads_follow_the_same_rights(server: str, matrix: dict, user: s
             if allowed:
                 assert response.content[:9] == b"SIMPLE  ="
     assert httpx.get(f"{server}/data/raw/no-such-frame").status_code == 404
+
+
+@pytest.mark.parametrize("user", USERS)
+def test_products_provenance_and_downloads_per_user(
+    server: str, tap_url: str, matrix: dict, user: str
+) -> None:
+    visible = matrix["visible"][user]
+    expected = sorted(obs for obs, _ in matrix["products"].values() if obs in visible)
+    query = "SELECT p.obs_id FROM archive.products AS p WHERE p.proposal_id LIKE 'MATRIX-%'"
+    rows = _rows(httpx.get(f"{tap_url}/sync", params={"LANG": "ADQL", "QUERY": query},
+                           **_auth(user, matrix)))  # fmt: skip
+    assert rows == expected
+    joined = (
+        "SELECT f.obs_id FROM archive.products AS p JOIN archive.provenance AS v "
+        "ON v.product_id = p.product_id JOIN archive.frames AS f ON f.frame_id = v.input_id "
+        "WHERE p.proposal_id LIKE 'MATRIX-%' AND v.role = 'progenitor'"
+    )
+    rows = _rows(httpx.get(f"{tap_url}/sync", params={"LANG": "ADQL", "QUERY": joined},
+                           **_auth(user, matrix)))  # fmt: skip
+    assert rows == expected
+    for product_id, (obs_id, content) in matrix["products"].items():
+        response = httpx.get(f"{server}/data/products/{product_id}", **_auth(user, matrix))
+        if obs_id in visible:
+            assert response.status_code == 200 and response.content == content
+        else:
+            assert response.status_code == 404, (user, product_id)
+            assert "SIMPLE" not in response.text and obs_id not in response.text
 
 
 def test_api_proposals_members_and_settings(server: str, matrix: dict) -> None:
