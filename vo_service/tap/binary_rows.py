@@ -5,10 +5,11 @@ Python object per cell, then numpy to turn them back into bytes. PostgreSQL's bi
 output is already big-endian, as VOTable is. So each row is fetched as one ``bytea``,
 ``record_send(ROW(…))``: a column count, then per column its type OID, its length (-1
 for NULL) and its bytes. Given the rows' start offsets (their lengths come free with the
-fetch), numpy walks the columns for all rows of a batch at once and gathers each field's
-bytes; only what VOTable spells differently is converted: booleans to ``T``/``F``/``?``,
-timestamps and dates (integers since 2000) to ISO text, text to ASCII within its declared
-size. Numeric arrays are turned into their element bytes by PostgreSQL itself.
+fetch), numpy walks the columns for all rows of a batch at once, rewrites in place only
+what VOTable spells differently (booleans, NULLs, timestamps and dates, which PostgreSQL
+sends as integers since 2000, as ISO text; the BINARY2 NULL flags) and drops the rest of
+the record's framing with one mask (see ``RowPlan``). Numeric arrays are turned into their
+element bytes by PostgreSQL itself.
 
 The result is the byte stream the Python encoder (``votable.binary``) makes from tuples,
 which a test checks byte for byte. Types not handled here (``unicodeChar``, boolean
