@@ -104,6 +104,7 @@ def _serve(
 
     from vo_service.app import create_app
     from vo_service.db import database
+    from vo_service.http_protocol import NoDelayH11Protocol
 
     with database(cfg) as url:
         if before is not None:
@@ -116,6 +117,7 @@ def _serve(
             "port": port,
             "server_header": False,
             "proxy_headers": True,
+            "http": NoDelayH11Protocol,
             "log_level": "info",
         }
         if workers > 1:
