@@ -28,7 +28,6 @@ from vo_service.metadata import Column
 from vo_service.tap.binary_rows import RowPlan
 from vo_service.tap.query import PreparedQuery, QueryLimits
 from vo_service.tap.uploads import create_temp_tables
-from vo_service.votable import ResultWriter
 from vo_service.votable.binary import BinaryWriter
 
 BATCH_ROWS = 10_000
@@ -116,13 +115,12 @@ def _translate_db_error(exc: psycopg.Error, limits: QueryLimits) -> DALIError:
     return DALIError(f"query failed: {message}", status=500)
 
 
-async def _encode(writer: ResultWriter, rows: list[tuple]) -> bytes:
-    """Big batches are encoded in a thread: numpy releases the GIL, the event loop stays free."""
-    if not rows:
-        return b""
-    if len(rows) < THREAD_ROWS:
-        return writer.rows(rows)
-    return await asyncio.to_thread(writer.rows, rows)
+async def _off_loop(work: Callable[[], bytes], rows: int) -> bytes:
+    """Big batches are encoded in a thread: numpy releases the GIL, the event loop stays
+    free to fetch the next batch."""
+    if rows < THREAD_ROWS:
+        return work()
+    return await asyncio.to_thread(work)
 
 
 async def _open_cursor(
@@ -148,10 +146,7 @@ async def _open_cursor(
             await cursor.execute(rows.sql(sql))
 
             async def records(batch: list[tuple]) -> bytes:
-                if len(batch) < THREAD_ROWS:
-                    return writer.encoded(rows.encode(batch))
-                # base64 too: the event loop is then free to take in the next batch
-                return await asyncio.to_thread(lambda: writer.encoded(rows.encode(batch)))
+                return await _off_loop(lambda: writer.encoded(rows.encode(batch)), len(batch))
 
             return cursor, fields, records
     if small:
@@ -161,8 +156,8 @@ async def _open_cursor(
     await cursor.execute(sql)
     fields = resolve_fields(query.translation.fields, cursor.description, conn)
 
-    async def python(rows: list[tuple]) -> bytes:
-        return await _encode(writer, rows)
+    async def python(batch: list[tuple]) -> bytes:
+        return await _off_loop(lambda: writer.rows(batch) if batch else b"", len(batch))
 
     return cursor, fields, python
 
