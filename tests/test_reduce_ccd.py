@@ -28,6 +28,7 @@ from ingest.reduce import (
     make_master_flat,
     overscan_level,
     parse_section,
+    prepare_calibration,
     read_product,
     readout_mode,
     saturation_level,
@@ -284,6 +285,36 @@ def test_saturated_flat_rejected_with_reason(night2: Night, masters2: dict[str, 
     assert "saturated" in result.rejected[0].reason
     assert "65535" in result.rejected[0].reason
     assert result.used == [0, 1]
+
+
+def test_masters_from_pending_calibrations_match_calibrated_frames(
+    night2: Night, masters2: dict[str, Any]
+) -> None:
+    """Masters built block by block from the raw integers equal those built from whole
+    calibrated frames, and a saturated flat is still rejected with its reason."""
+    raws = night2.kind("bias")[:5]
+    pending = [prepare_calibration(r, h) for _, r, h in raws]
+    whole = masters2["bias"]
+    master = make_master_bias(pending)
+    assert np.array_equal(master.data, whole.data)
+    assert np.array_equal(master.variance, whole.variance)
+    assert np.array_equal(master.mask, whole.mask)
+    block = pending[0].rows(slice(7, 30))
+    full = masters2["biases"][0]
+    assert all(np.array_equal(b, f[7:30]) for b, f in zip(block, full.rows(), strict=True))
+
+    flats = night2.kind("flat")
+    _, raw, header = flats[0]
+    level = float(np.median(raw[raw > np.percentile(raw, 90)]))
+    hot_raw = np.clip(raw.astype(np.float64) * (70000.0 / level), 0, 65535).astype(np.uint16)
+    lazy = [prepare_calibration(r, h, master_bias=whole) for _, r, h in flats]
+    made = make_master_flat([*lazy, prepare_calibration(hot_raw, header, master_bias=whole)])
+    assert [r.index for r in made.rejected] == [len(flats)]
+    assert "saturated" in made.rejected[0].reason and "65535" in made.rejected[0].reason
+    reference = masters2["flat"].flat
+    assert np.array_equal(made.flat.mask, reference.mask)
+    lit = reference.mask == 0
+    assert float(np.max(np.abs(made.flat.data[lit] - reference.data[lit]))) < 1e-3
 
 
 # --------------------------------------------------------------------------- combine

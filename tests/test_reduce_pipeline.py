@@ -181,6 +181,33 @@ def test_run_graph_hands_failures_on_and_carries_on() -> None:
     assert sorted(done) == ["a", "b", "c", "d"]
 
 
+def test_run_graph_without_retaining_drops_targets_once_handed_over() -> None:
+    """A target is dropped after ``on_done`` unless another step still needs it."""
+    alive: list[int] = []
+
+    class Tracked:
+        def __init__(self, n: int) -> None:
+            self.n = n
+            alive.append(n)
+
+        def __del__(self) -> None:
+            alive.remove(self.n)
+
+    seen: list[tuple[str, list[int]]] = []
+    graph = {
+        "a": (Tracked, 1),
+        "b": (lambda a: Tracked(a.n + 1), "a"),
+        "c": (lambda a: Tracked(a.n + 2), "a"),
+    }
+    out = run_graph(
+        graph, ["a", "b", "c"], lambda key, _v: seen.append((key, sorted(alive))), retain=False
+    )
+    assert out == {}
+    # "a" is a target too, but stays until "c" no longer needs it; "b" goes before "c"
+    assert seen == [("a", [1]), ("b", [1, 2]), ("c", [1, 3])]
+    assert alive == []
+
+
 # ---------------------------------------------------------------------------- the night
 
 

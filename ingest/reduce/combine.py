@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ingest.reduce.ccd import DEFECT_FLAGS, CalibratedFrame, Cards, Flag
+from ingest.reduce.ccd import DEFECT_FLAGS, CalibratedFrame, Cards, Flag, PendingCalibration
 
 CHUNK_BYTES = 16 * 2**20  # one chunk of the stack: small enough to stay in cache
 COMBINE_METHODS = ("mean", "median")
@@ -242,20 +242,74 @@ def _trimmed_sigma(stack: np.ndarray, valid: np.ndarray, centre: np.ndarray) -> 
 # --------------------------------------------------------------------------- masters
 
 
+FrameSource = CalibratedFrame | PendingCalibration
+
+
+class _Blocks:
+    """The planes of one frame source, computed once per block of rows.
+
+    The combine asks for a block's data, variance and mask separately (and the suspect
+    pixels' values again); a pending calibration would otherwise redo the block each time.
+    """
+
+    def __init__(self, source: FrameSource) -> None:
+        self.source = source
+        self._rows: tuple[int, int] | None = None
+        self._planes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def planes(self, rows: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        key = (rows.start, rows.stop)
+        if self._planes is None or key != self._rows:
+            self._rows, self._planes = key, self.source.rows(rows)
+        return self._planes
+
+
+class _Plane:
+    """One plane of a frame source as the row-sliceable array the combine reads."""
+
+    ndim = 2
+
+    def __init__(self, blocks: _Blocks, index: int, bits: int | None = None) -> None:
+        self.blocks, self.index, self.bits = blocks, index, bits
+        self.shape = blocks.source.shape
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        plane = self.blocks.planes(rows)[self.index]
+        return plane if self.bits is None else plane & np.uint16(self.bits)
+
+
 def _stack_inputs(
-    frames: Sequence[CalibratedFrame],
-) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    frames: Sequence[FrameSource], mask_bits: int
+) -> tuple[list[Any], list[Any], list[Any]]:
+    """Data, variance and ``mask_bits`` of the mask of every frame, for the combine.
+
+    Calibrated frames hand over their arrays; pending calibrations are calibrated one
+    block of rows at a time as the combine reaches it.
+    """
     if not frames:
         raise ValueError("no frames given")
-    shape = frames[0].data.shape
+    shape = frames[0].shape
     for f in frames:
-        if f.data.shape != shape:
-            raise ValueError(f"frames differ in shape: {f.data.shape} vs {shape}")
-    return [f.data for f in frames], [f.variance for f in frames], [f.mask for f in frames]
+        if f.shape != shape:
+            raise ValueError(f"frames differ in shape: {f.shape} vs {shape}")
+    data: list[Any] = []
+    var: list[Any] = []
+    masks: list[Any] = []
+    for f in frames:
+        if isinstance(f, CalibratedFrame):
+            data.append(f.data)
+            var.append(f.variance)
+            masks.append(f.mask & np.uint16(mask_bits))
+        else:
+            blocks = _Blocks(f)
+            data.append(_Plane(blocks, 0))
+            var.append(_Plane(blocks, 1))
+            masks.append(_Plane(blocks, 2, mask_bits))
+    return data, var, masks
 
 
 def make_master_bias(
-    frames: Sequence[CalibratedFrame],
+    frames: Sequence[FrameSource],
     *,
     method: str = "mean",
     sigma: float = 3.0,
@@ -265,8 +319,7 @@ def make_master_bias(
     Its variance plane (read noise² / n) lets every frame it corrects carry the master's
     own noise; its mask is empty: defects are found by :func:`bad_pixel_mask`.
     """
-    data, var, masks = _stack_inputs(frames)
-    sat = [m & np.uint16(Flag.SATURATED) for m in masks]
+    data, var, sat = _stack_inputs(frames, Flag.SATURATED)
     comb = sigma_clip_combine(
         data, variances=var, masks=sat, method=method, sigma_low=sigma, sigma_high=sigma
     )
@@ -300,22 +353,54 @@ class MasterFlat:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def flat_saturation(frame: CalibratedFrame, max_fraction: float = 1e-3) -> str | None:
+def flat_saturation(frame: FrameSource, max_fraction: float = 1e-3) -> str | None:
     """Why a flat is unusable because of saturation, or None.
 
     The SATURATED bits come from ``calibrate_frame``, which applies the readout mode's real
     threshold (the converter ceiling, or bias + 50 % full well in the high-gain modes).
     Pixels already known to be defects do not count.
     """
-    sat = (frame.mask & np.uint16(Flag.SATURATED)) != 0
-    sat &= (frame.mask & np.uint16(DEFECT_FLAGS)) == 0
-    n = int(np.count_nonzero(sat))
-    frac = n / sat.size
+    survey = _survey(frame)
+    return _saturation_reason(survey, frame.header_updates, max_fraction)
+
+
+def _saturation_reason(survey: _Survey, cards: Cards, max_fraction: float) -> str | None:
+    n = survey.saturated
+    frac = n / survey.size
     if frac > max_fraction:
-        level = frame.header_updates.get("SATURATE")
+        level = cards.get("SATURATE")
         at = f" at or above {level[0]:.0f} raw ADU" if level else ""
         return f"saturated: {n} pixels ({100 * frac:.3f}% > {100 * max_fraction:.3f}% allowed){at}"
     return None
+
+
+@dataclass(frozen=True)
+class _Survey:
+    """What rejecting and scaling a flat needs, from one pass over it."""
+
+    saturated: int  # saturated pixels that are not known defects
+    size: int
+    positive: bool  # any pixel above zero
+    level: float  # typical lit level (of every other pixel of every other row)
+
+
+def _survey(frame: FrameSource) -> _Survey:
+    """One pass over a flat in blocks of rows, so a pending calibration is never whole."""
+    ny, nx = frame.shape
+    step = max(2, CHUNK_BYTES // (10 * nx) // 2 * 2)  # even: the 2x2 sample grid stays put
+    saturated, positive = 0, False
+    samples: list[np.ndarray] = []
+    defects: list[np.ndarray] = []
+    for r0 in range(0, ny, step):
+        data, _, mask = frame.rows(slice(r0, min(ny, r0 + step)))
+        defect = mask & np.uint16(DEFECT_FLAGS)
+        flagged = (mask & np.uint16(Flag.SATURATED)) != 0
+        saturated += int(np.count_nonzero(flagged & (defect == 0)))
+        positive = positive or bool(np.any(data > 0))
+        samples.append(data[::2, ::2].copy())  # copies: a view would keep the block alive
+        defects.append(defect[::2, ::2].copy())
+    level, _ = _illuminated_level(np.concatenate(samples), np.concatenate(defects))
+    return _Survey(saturated, ny * nx, positive, level)
 
 
 def _illuminated_level(
@@ -338,7 +423,7 @@ def _illuminated_level(
 
 
 def make_master_flat(
-    frames: Sequence[CalibratedFrame],
+    frames: Sequence[FrameSource],
     *,
     normalization: str = "simple",
     dispersion_axis: int = 1,
@@ -375,9 +460,10 @@ def make_master_flat(
         raise ValueError("dispersion_axis is 0 (along y) or 1 (along x, Goodman)")
     rejected: list[RejectedFrame] = []
     used: list[int] = []
-    for i, f in enumerate(frames):
-        reason = flat_saturation(f, max_saturated_fraction)
-        if reason is None and not np.any(f.data > 0):
+    surveys = [_survey(f) for f in frames]
+    for i, (f, survey) in enumerate(zip(frames, surveys, strict=True)):
+        reason = _saturation_reason(survey, f.header_updates, max_saturated_fraction)
+        if reason is None and not survey.positive:
             reason = "empty: no positive signal"
         if reason is not None:
             rejected.append(RejectedFrame(i, reason))
@@ -388,9 +474,8 @@ def make_master_flat(
             "no usable flat: " + "; ".join(f"#{r.index}: {r.reason}" for r in rejected)
         )
     good = [frames[i] for i in used]
-    levels = [_illuminated_level(f.data, f.mask & np.uint16(DEFECT_FLAGS))[0] for f in good]
-    data, var, masks = _stack_inputs(good)
-    excl = [m & np.uint16(Flag.SATURATED | Flag.BAD_COLUMN) for m in masks]
+    levels = [surveys[i].level for i in used]
+    data, var, excl = _stack_inputs(good, Flag.SATURATED | Flag.BAD_COLUMN)
     comb = sigma_clip_combine(
         data, variances=var, masks=excl, scales=levels, sigma_low=sigma, sigma_high=sigma
     )
@@ -492,16 +577,25 @@ def _separable_background(img: np.ndarray, smooth: int = 9) -> np.ndarray:
 
 
 def _running_mean(img: np.ndarray, width: int, axis: int) -> np.ndarray:
-    """Boxcar mean along ``axis`` (edges use the available pixels)."""
-    a = np.moveaxis(img.astype(np.float64), axis, -1)
-    c = np.cumsum(np.pad(a, [(0, 0)] * (a.ndim - 1) + [(1, 0)]), axis=-1)
+    """Boxcar mean along ``axis`` of a 2-D array (edges use the available pixels).
+
+    Summed in float64 one block of lines at a time: a whole frame's cumulative sums
+    would cost several float64 copies of it.
+    """
+    a = np.moveaxis(np.asarray(img), axis, -1)
     n = a.shape[-1]
+    out = np.empty(a.shape, np.float32)
     half = width // 2
     idx = np.arange(n)
     hi = np.minimum(idx + half + 1, n)
     lo = np.maximum(idx - half, 0)
-    out = (c[..., hi] - c[..., lo]) / (hi - lo)
-    return np.moveaxis(out, -1, axis).astype(np.float32)
+    step = max(1, CHUNK_BYTES // (8 * (n + 1)))
+    for r0 in range(0, a.shape[0], step):
+        block = a[r0 : r0 + step]
+        c = np.zeros((block.shape[0], n + 1))
+        np.cumsum(block, axis=-1, dtype=np.float64, out=c[:, 1:])
+        out[r0 : r0 + step] = (c[:, hi] - c[:, lo]) / (hi - lo)
+    return np.moveaxis(out, -1, axis)
 
 
 def bad_pixel_mask(
@@ -547,9 +641,8 @@ def bad_pixel_mask(
     if master_flat is not None:
         flat = master_flat.data
         unlit = (master_flat.mask & np.uint16(Flag.UNILLUMINATED)) != 0
-        lit = (~unlit).astype(np.float32)
-        fully_lit = _running_mean(lit, response_window, axis=1) > 0.999
-        ref = _running_mean(np.where(unlit, 0.0, flat), response_window, axis=1)
+        fully_lit = _running_mean(~unlit, response_window, axis=1) > 0.999
+        ref = _running_mean(np.where(unlit, np.float32(0.0), flat), response_window, axis=1)
         with np.errstate(all="ignore"):
             ratio = flat / ref
         low = fully_lit & ~unlit & (ratio < low_response)

@@ -53,12 +53,16 @@ def run_graph(
     graph: Graph,
     targets: Sequence[str],
     on_done: Callable[[str, Any], None] | None = None,
+    *,
+    retain: bool = True,
 ) -> dict[str, Any]:
     """Run the steps ``targets`` need, one at a time, in dependency order.
 
     A step that raises yields :class:`Failed`, and so does every step depending on it;
     the others carry on. Results nobody needs any more are dropped as soon as possible,
-    so a night of full frames does not pile up in memory.
+    so a night of full frames does not pile up in memory. With ``retain=False`` the
+    targets' results too are only handed to ``on_done`` and then dropped, and nothing is
+    returned: a caller that stores each product as it comes needs no night of them kept.
     """
     order: list[str] = []
     state: dict[str, int] = {}
@@ -80,7 +84,7 @@ def run_graph(
                 if not state.get(dep):
                     stack.append((dep, False))
     users = Counter(dep for key in order for dep in set(_refs(list(graph[key][1:]), graph)))
-    keep = set(targets)
+    keep = set(targets) if retain else set()
     results: dict[str, Any] = {}
     for key in order:
         func, *args = graph[key]
@@ -99,4 +103,6 @@ def run_graph(
             users[dep] -= 1
             if users[dep] == 0 and dep not in keep:
                 del results[dep]
-    return {key: results[key] for key in targets}
+        if users[key] == 0 and key not in keep:
+            del results[key]
+    return {key: results[key] for key in targets if key in keep}

@@ -869,7 +869,7 @@ def reduce_frames(
                     progress = True
 
     targets = [k for k in graph if k.startswith("build:")]
-    run_graph(graph, targets, on_done)
+    run_graph(graph, targets, on_done, retain=False)
 
     hashes: dict[int, str | None] = {}
     for sel in selections:

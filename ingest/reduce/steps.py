@@ -24,6 +24,7 @@ from ingest.reduce.ccd import (
     Flag,
     apply_header_updates,
     calibrate_frame,
+    prepare_calibration,
 )
 from ingest.reduce.combine import bad_pixel_mask, make_master_bias, make_master_flat
 from ingest.reduce.fitsio import product_hdul, read_product
@@ -115,7 +116,7 @@ def load_frame_product(path: str) -> Built:
 
 
 def build_master_bias(raws: Sequence[RawFrame]) -> Built:
-    frames = [calibrate_frame(r.data, r.header) for r in raws]
+    frames = [prepare_calibration(r.data, r.header) for r in raws]
     master = make_master_bias(frames)
     header = apply_header_updates(raws[0].header.copy(), frames[0].header_updates)
     extra = {"OBJECT": ("master bias", ""), "NCOMBINE": (len(frames), "bias frames combined")}
@@ -133,7 +134,7 @@ def build_master_flat(
     """Flats the engine leaves out (saturated, empty) are named in ``FLREJnnn`` cards, so
     the product itself says why it combines fewer frames than its provenance lists."""
     bias = master_bias.value if master_bias is not None else None
-    frames = [calibrate_frame(r.data, r.header, master_bias=bias) for r in raws]
+    frames = [prepare_calibration(r.data, r.header, master_bias=bias) for r in raws]
     made = make_master_flat(
         frames, normalization=normalisation, max_saturated_fraction=max_saturated_fraction
     )
