@@ -15,6 +15,7 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vo_service import __version__
+from vo_service.adql.parser import lark_parser
 from vo_service.api import routes as api_routes
 from vo_service.auth.identity import AUTH_CHANNEL, Authentication, owner_name, token_cache
 from vo_service.config import Settings
@@ -89,6 +90,7 @@ def create_app(settings: Settings, database_url: str) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await pool.open(wait=True, timeout=30)
+        lark_parser()  # built now, not on the first query
         app.state.vo = AppState(settings, pool, engine)
         await engine.events.start()
         await engine.start()

@@ -421,6 +421,13 @@ class PendingCalibration:
     def shape(self) -> tuple[int, int]:
         return self.geometry.trimsec.shape
 
+    @property
+    def constant_variance(self) -> float | None:
+        """The variance of every pixel when it is read noise alone (a bias), else None."""
+        if self.shot_noise or self.bias_variance is not None:
+            return None
+        return float(np.float32(self.geometry.read_noise**2))
+
     def rows(self, rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Data (e-), variance (e-²) and mask of ``rows`` of the trimmed frame."""
         start, stop, _ = rows.indices(self.shape[0])

@@ -303,7 +303,8 @@ def _stack_inputs(
         else:
             blocks = _Blocks(f)
             data.append(_Plane(blocks, 0))
-            var.append(_Plane(blocks, 1))
+            constant = f.constant_variance
+            var.append(_Plane(blocks, 1) if constant is None else constant)
             masks.append(_Plane(blocks, 2, mask_bits))
     return data, var, masks
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import re
 from typing import Any
 
@@ -588,9 +589,13 @@ def _check_call(name: str, args: tuple[Any, ...], pos: a.Pos, quantifier: str | 
     return a.Call(lower, args, pos, quantifier)
 
 
-_LARK = Lark(
-    GRAMMAR, parser="lalr", lexer="basic", transformer=_Builder(), maybe_placeholders=False
-)
+@functools.cache
+def lark_parser() -> Lark:
+    """The LALR parser, built on first use: building its tables takes a fifth of a second,
+    which commands that never parse ADQL (ingest, reduce) should not pay."""
+    return Lark(
+        GRAMMAR, parser="lalr", lexer="basic", transformer=_Builder(), maybe_placeholders=False
+    )
 
 
 def _expected(names: set[str] | frozenset[str] | None) -> list[str]:
@@ -613,7 +618,7 @@ def _accepted(tokens: list[Token]) -> set[str]:
     Runs the same parse tables without the tree-building callbacks, which are only needed
     for real parses (and whose checks must not interfere with explaining an error).
     """
-    interactive = _LARK.parse_interactive("")
+    interactive = lark_parser().parse_interactive("")
     conf = copy.copy(interactive.parser_state.parse_conf)
     conf.callbacks = {}
     interactive.parser_state.parse_conf = conf
@@ -626,7 +631,7 @@ def _explain(text: str, err: UnexpectedToken) -> ADQLSyntaxError:
     tok = err.token
     try:
         end = len(text) if tok.type == "$END" else tok.start_pos or 0
-        before = list(_LARK.lex(text[:end]))
+        before = list(lark_parser().lex(text[:end]))
         accepted = _accepted(before)
     except (UnexpectedInput, ValueError):  # not expected: fall back to LALR's own set
         before, accepted = [], set(err.expected)
@@ -672,7 +677,7 @@ def parse(text: str) -> a.Query:
     if len(text) > MAX_QUERY_LENGTH:
         raise ADQLSyntaxError(f"the query is longer than {MAX_QUERY_LENGTH} characters", 1, 1)
     try:
-        return _LARK.parse(text)  # type: ignore[return-value]
+        return lark_parser().parse(text)  # type: ignore[return-value]
     except UnexpectedToken as err:
         raise _explain(text, err) from None
     except UnexpectedCharacters as err:

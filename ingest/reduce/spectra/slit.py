@@ -39,18 +39,35 @@ def collapse(block: np.ndarray) -> np.ndarray:
 
     Robust to cosmic rays, lines and hot pixels like a median, but not quantised:
     a median of integer ADU on a faint sky moves in whole steps, which hides both the
-    slit edge and the noise level.
+    slit edge and the noise level. Sorted in the block's own precision (numpy's
+    vectorised sort makes float32 twice as fast), summed in float64.
     """
     srt = np.sort(block, axis=1)  # NaN sort last
-    n = np.sum(np.isfinite(block), axis=1)
-    lo = np.floor(0.25 * n).astype(np.int64)
-    hi = np.maximum(np.ceil(0.75 * n).astype(np.int64), lo + 1)
-    cum = np.concatenate(
-        [np.zeros((srt.shape[0], 1)), np.cumsum(np.nan_to_num(srt), axis=1)], axis=1
-    )
-    rows = np.arange(srt.shape[0])
-    out = (cum[rows, hi] - cum[rows, lo]) / (hi - lo)
-    return np.where(n > 0, out, np.nan)
+    n = np.sum(np.isfinite(srt), axis=1)
+    m = srt.shape[1]
+    out = np.full(srt.shape[0], np.nan)
+    whole = n == m  # most rows: one slice serves them all
+    if m and whole.any():
+        lo, hi = m // 4, max(-(-3 * m // 4), m // 4 + 1)
+        out[whole] = srt[whole, lo:hi].sum(axis=1, dtype=np.float64) / float(hi - lo)
+    some = ~whole & (n > 0)
+    if some.any():
+        part, k = srt[some], n[some]
+        lo_k = k // 4
+        hi_k = np.maximum(-(-3 * k // 4), lo_k + 1)
+        cum = np.zeros((part.shape[0], m + 1))
+        np.cumsum(np.nan_to_num(part), axis=1, dtype=np.float64, out=cum[:, 1:])
+        rows = np.arange(part.shape[0])
+        out[some] = (cum[rows, hi_k] - cum[rows, lo_k]) / (hi_k - lo_k)
+    return out
+
+
+def _float_image(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """The image with masked pixels NaN, kept in float32 when it is (half the sorting)."""
+    data = np.asarray(image)
+    if data.dtype not in (np.float32, np.float64):
+        data = data.astype(np.float64)
+    return data if mask is None else np.where(mask, np.nan, data)
 
 
 def _edge(prof: np.ndarray, start: int, direction: int, dark: float, min_level: float) -> float:
@@ -93,9 +110,7 @@ def find_slit_edges(
     and curvature. ``min_level`` (data units) is the step below which a bin is too faint
     to use. A flat gives the best edges; a science frame's sky works when bright enough.
     """
-    data = np.asarray(image, dtype=np.float64)
-    if mask is not None:
-        data = np.where(mask, np.nan, data)
+    data = _float_image(image, mask)
     ny, nx = data.shape
     edges = np.linspace(0, nx, n_bins + 1).astype(int)
     xs, lows, highs = [], [], []
@@ -167,10 +182,8 @@ def find_targets(
     ``edge_margin`` px of a slit end are never searched because the illumination step
     there looks like a source.
     """
-    data = np.asarray(image, dtype=np.float64)
+    data = _float_image(image, mask)
     ny, nx = data.shape
-    if mask is not None:
-        data = np.where(mask, np.nan, data)
     c0, c1 = columns if columns is not None else (nx // 4, 3 * nx // 4)
     prof = collapse(data[:, c0:c1])
     prof = np.where(np.isfinite(prof), prof, 0.0)
