@@ -224,10 +224,10 @@ def _clipped_mean(values: np.ndarray, axis: int, clip: float, iters: int = 3) ->
     """Mean along ``axis`` after rejecting > ``clip`` robust sigma from the running mean."""
     v = values.astype(np.float64)
     keep = np.ones(v.shape, dtype=bool)
-    centre = np.median(v, axis=axis, keepdims=True)
+    centre = median_along(v, axis, keepdims=True)
     for _ in range(iters):
         dev = np.abs(v - centre)
-        sigma = 1.4826 * np.median(dev, axis=axis, keepdims=True)
+        sigma = 1.4826 * median_along(dev, axis, keepdims=True)
         sigma = np.maximum(sigma, 0.5)  # integer-valued data: never clip below the ADU step
         keep = dev <= clip * sigma
         n = np.maximum(keep.sum(axis=axis, keepdims=True), 1)
@@ -260,10 +260,8 @@ def overscan_level(
     ny = raw.shape[0]
     level = np.empty(ny)
     rows = np.arange(biassec.y0, biassec.y1)
-    if method == "row":
-        per_row = np.median(strip, axis=1)
-    else:
-        per_row = _clipped_mean(strip, axis=1, clip=clip)
+    row = method == "row"
+    per_row = median_along(strip, 1) if row else _clipped_mean(strip, axis=1, clip=clip)
     if method == "mean":
         value = float(_clipped_mean(strip.reshape(1, -1), axis=1, clip=clip)[0])
         model_rows = np.full(ny, value)
@@ -309,9 +307,17 @@ class CalibratedFrame:
     def shape(self) -> tuple[int, int]:
         return self.data.shape  # type: ignore[return-value]
 
-    def rows(self, rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def rows(
+        self, rows: slice = slice(None), step: int = 1
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Data, variance and mask of ``rows``, as :class:`PendingCalibration` has them."""
-        return self.data[rows], self.variance[rows], self.mask[rows]
+        cols = slice(None, None, step)
+        return self.data[rows, cols], self.variance[rows, cols], self.mask[rows, cols]
+
+    def count_saturated(self) -> int:
+        """Pixels flagged SATURATED that are not known defects."""
+        saturated = (self.mask & np.uint16(Flag.SATURATED)) != 0
+        return int(np.count_nonzero(saturated & ((self.mask & np.uint16(DEFECT_FLAGS)) == 0)))
 
 
 def apply_header_updates(header: Any, updates: Cards) -> Any:
@@ -428,28 +434,41 @@ class PendingCalibration:
             return None
         return float(np.float32(self.geometry.read_noise**2))
 
-    def rows(self, rows: slice = slice(None)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Data (e-), variance (e-²) and mask of ``rows`` of the trimmed frame."""
-        start, stop, _ = rows.indices(self.shape[0])
+    def rows(
+        self, rows: slice = slice(None), step: int = 1
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Data (e-), variance (e-²) and mask of ``rows`` of the trimmed frame; ``step``
+        takes every step-th column (a sample, with a stepped ``rows``)."""
+        start, stop, row_step = rows.indices(self.shape[0])
         trim = self.geometry.trimsec
-        raw_rows = slice(trim.y0 + start, trim.y0 + stop)
-        raw_t = self.raw[raw_rows, trim.x0 : trim.x1]
-        mask = np.zeros(raw_t.shape, dtype=np.uint16)
-        mask[raw_t >= self.saturation_adu] = np.uint16(Flag.SATURATED)
+        raw_rows = slice(trim.y0 + start, trim.y0 + stop, row_step)
+        own = (slice(start, stop, row_step), slice(None, None, step))
+        raw_t = self.raw[raw_rows, trim.x0 : trim.x1 : step]
+        sat = np.uint16(Flag.SATURATED)
+        mask = np.multiply(raw_t >= self.saturation_adu, sat, dtype=np.uint16)
         data = raw_t.astype(np.float32)
         data -= self.level[raw_rows, None]
         data *= np.float32(self.geometry.gain)
-        own = slice(start, stop)
         if self.bias is not None:
             data -= self.bias[own].astype(np.float32, copy=False)
         if self.bias_mask is not None:
             mask |= self.bias_mask[own] & np.uint16(DEFECT_FLAGS)
-        variance = np.full(data.shape, self.geometry.read_noise**2, dtype=np.float32)
+        read_var = np.float32(self.geometry.read_noise**2)
         if self.shot_noise:
-            variance += np.maximum(data, 0.0)
+            variance = np.maximum(data, np.float32(0.0))
+            variance += read_var
+        else:
+            variance = np.full(data.shape, read_var, dtype=np.float32)
         if self.bias_variance is not None:
             variance += self.bias_variance[own].astype(np.float32, copy=False)
         return data, variance, mask
+
+    def count_saturated(self) -> int:
+        """Saturated pixels that are not known defects, counted on the raw integers."""
+        saturated = self.raw[self.geometry.trimsec.slices] >= self.saturation_adu
+        if self.bias_mask is not None:
+            saturated &= (self.bias_mask & np.uint16(DEFECT_FLAGS)) == 0
+        return int(np.count_nonzero(saturated))
 
 
 def prepare_calibration(
@@ -624,6 +643,23 @@ def ccd_variance(
     if shot_noise:
         var += np.maximum(np.asarray(signal_e, dtype=np.float32), 0.0)
     return var
+
+
+def median_along(a: np.ndarray, axis: int, *, keepdims: bool = False) -> np.ndarray:
+    """``np.median`` along ``axis``, by a full sort when there is no NaN.
+
+    numpy's vectorised sort beats the selection ``np.median`` uses by 2-3x on frame-sized
+    arrays, and the two middle values it picks are the same, so the result is identical.
+    The sorted axis is made contiguous first (sorting down columns is slow).
+    """
+    a = np.asarray(a)
+    if a.shape[axis] == 0 or np.isnan(a).any():
+        return np.median(a, axis=axis, keepdims=keepdims)
+    s = np.sort(np.ascontiguousarray(np.moveaxis(a, axis, -1)), axis=-1)
+    n = s.shape[-1]
+    mid = s[..., (n - 1) // 2]
+    out = mid if n % 2 else np.mean(s[..., n // 2 - 1 : n // 2 + 1], axis=-1)
+    return np.expand_dims(out, axis) if keepdims else out
 
 
 def robust_sigma(values: np.ndarray) -> float:

@@ -17,7 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from ingest.reduce.ccd import DEFECT_FLAGS, CalibratedFrame, Cards, Flag, PendingCalibration
+from ingest.reduce.ccd import (
+    DEFECT_FLAGS,
+    CalibratedFrame,
+    Cards,
+    Flag,
+    PendingCalibration,
+    median_along,
+)
 
 CHUNK_BYTES = 16 * 2**20  # one chunk of the stack: small enough to stay in cache
 COMBINE_METHODS = ("mean", "median")
@@ -361,13 +368,12 @@ def flat_saturation(frame: FrameSource, max_fraction: float = 1e-3) -> str | Non
     threshold (the converter ceiling, or bias + 50 % full well in the high-gain modes).
     Pixels already known to be defects do not count.
     """
-    survey = _survey(frame)
-    return _saturation_reason(survey, frame.header_updates, max_fraction)
+    n, size = frame.count_saturated(), frame.shape[0] * frame.shape[1]
+    return _saturation_reason(n, size, frame.header_updates, max_fraction)
 
 
-def _saturation_reason(survey: _Survey, cards: Cards, max_fraction: float) -> str | None:
-    n = survey.saturated
-    frac = n / survey.size
+def _saturation_reason(n: int, size: int, cards: Cards, max_fraction: float) -> str | None:
+    frac = n / size
     if frac > max_fraction:
         level = cards.get("SATURATE")
         at = f" at or above {level[0]:.0f} raw ADU" if level else ""
@@ -381,27 +387,20 @@ class _Survey:
 
     saturated: int  # saturated pixels that are not known defects
     size: int
-    positive: bool  # any pixel above zero
+    positive: bool  # any pixel above zero (in the sample)
     level: float  # typical lit level (of every other pixel of every other row)
 
 
 def _survey(frame: FrameSource) -> _Survey:
-    """One pass over a flat in blocks of rows, so a pending calibration is never whole."""
+    """Saturation counted on every pixel, level and emptiness on a quarter of them.
+
+    The sample (every other pixel of every other row) is enough for a level taken as a
+    median over a million lit pixels, and a pending calibration computes only it.
+    """
     ny, nx = frame.shape
-    step = max(2, CHUNK_BYTES // (10 * nx) // 2 * 2)  # even: the 2x2 sample grid stays put
-    saturated, positive = 0, False
-    samples: list[np.ndarray] = []
-    defects: list[np.ndarray] = []
-    for r0 in range(0, ny, step):
-        data, _, mask = frame.rows(slice(r0, min(ny, r0 + step)))
-        defect = mask & np.uint16(DEFECT_FLAGS)
-        flagged = (mask & np.uint16(Flag.SATURATED)) != 0
-        saturated += int(np.count_nonzero(flagged & (defect == 0)))
-        positive = positive or bool(np.any(data > 0))
-        samples.append(data[::2, ::2].copy())  # copies: a view would keep the block alive
-        defects.append(defect[::2, ::2].copy())
-    level, _ = _illuminated_level(np.concatenate(samples), np.concatenate(defects))
-    return _Survey(saturated, ny * nx, positive, level)
+    data, _, mask = frame.rows(slice(None, None, 2), step=2)
+    level, _ = _illuminated_level(data, mask & np.uint16(DEFECT_FLAGS))
+    return _Survey(frame.count_saturated(), ny * nx, bool(np.any(data > 0)), level)
 
 
 def _illuminated_level(
@@ -463,7 +462,9 @@ def make_master_flat(
     used: list[int] = []
     surveys = [_survey(f) for f in frames]
     for i, (f, survey) in enumerate(zip(frames, surveys, strict=True)):
-        reason = _saturation_reason(survey, f.header_updates, max_saturated_fraction)
+        reason = _saturation_reason(
+            survey.saturated, survey.size, f.header_updates, max_saturated_fraction
+        )
         if reason is None and not survey.positive:
             reason = "empty: no positive signal"
         if reason is not None:
@@ -524,7 +525,7 @@ def _spectral_response(
     """Chebyshev fit of the lamp spectrum along the dispersion axis, over the lit slit."""
     img = flat if axis == 1 else flat.T
     nx = img.shape[1]
-    rowlevel = np.median(img, axis=1)
+    rowlevel = median_along(img, 1)
     top = float(np.percentile(rowlevel, 95))
     lit = np.flatnonzero(rowlevel > 0.7 * top)
     if lit.size < 3:
@@ -533,7 +534,7 @@ def _spectral_response(
     lo, hi = int(lit[0]), int(lit[-1]) + 1
     pad = max(2, (hi - lo) // 20)
     block = img[lo + pad : hi - pad]
-    profile = np.median(block, axis=0).astype(np.float64)
+    profile = median_along(block, 0).astype(np.float64)
     cols = np.arange(nx)
     lit_cols = profile > 0.02 * float(np.max(profile))
     x = cols[lit_cols]
@@ -568,8 +569,8 @@ def _separable_background(img: np.ndarray, smooth: int = 9) -> np.ndarray:
     """Row medians plus a smoothed column profile: the bias structure (ramps, slopes,
     ripples) is separable and smooth along x, while a bad column is one column wide, so it
     stays in the residual instead of being absorbed as "structure"."""
-    rows = np.median(img, axis=1, keepdims=True)
-    cols = np.median(img - rows, axis=0)
+    rows = median_along(img, 1, keepdims=True)
+    cols = median_along(img - rows, 0)
     pad = smooth // 2
     padded = np.pad(cols, pad, mode="edge")
     windows = np.lib.stride_tricks.sliding_window_view(padded, smooth)
