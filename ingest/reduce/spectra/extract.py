@@ -148,9 +148,7 @@ def fit_sky(
 ) -> SkyModel:
     """Fit the sky per column in ``bands``, rejecting outliers (stars, cosmic rays) by
     ``clip`` sigma; ``edges``, when given, keep the fit off unilluminated rows."""
-    data = np.asarray(image, dtype=np.float64)
-    var = np.asarray(variance, dtype=np.float64)
-    ny, nx = data.shape
+    ny, nx = np.shape(image)
     xs = np.arange(nx, dtype=np.float64)
     tc = trace(xs)
     lo = min(b[0] for b in bands.bands)
@@ -161,11 +159,11 @@ def fit_sky(
     use = np.zeros(off.shape, dtype=bool)
     for a, b in bands.bands:
         use |= (off >= a) & (off <= b)
-    d = data[r0:r1]
-    v = var[r0:r1]
+    d = np.asarray(image[r0:r1], dtype=np.float64)  # only the rows used, in float64
+    v = np.asarray(variance[r0:r1], dtype=np.float64)
     use &= np.isfinite(d) & np.isfinite(v) & (v > 0)
     if mask is not None:
-        use &= ~np.asarray(mask, dtype=bool)[r0:r1]
+        use &= ~np.asarray(mask[r0:r1], dtype=bool)
     if edges is not None:
         lo_e, hi_e = edges.at(xs)
         ys = np.arange(r0, r1, dtype=np.float64)[:, None]
@@ -258,16 +256,14 @@ def extract_aperture(
     reference for the optimal extraction. A column with a masked pixel in the aperture
     is summed without it and flagged, since its flux is then an underestimate.
     """
-    data = np.asarray(image, dtype=np.float64)
-    var = np.asarray(variance, dtype=np.float64)
-    ny, nx = data.shape
+    ny, nx = np.shape(image)
     r0, r1, off = _window(trace, aperture, ny, nx)
     wt = aperture_weights(off, aperture)
-    d = data[r0:r1]
-    v = var[r0:r1]
+    d = np.asarray(image[r0:r1], dtype=np.float64)
+    v = np.asarray(variance[r0:r1], dtype=np.float64)
     bad = ~np.isfinite(d) | ~np.isfinite(v)
     if mask is not None:
-        bad |= np.asarray(mask, dtype=bool)[r0:r1]
+        bad |= np.asarray(mask[r0:r1], dtype=bool)
     good_w = np.where(bad, 0.0, wt)
     sky_pix = sky.evaluate(off) if sky is not None else np.zeros_like(off)
     flux = np.sum(good_w * np.where(bad, 0.0, d - sky_pix), axis=0)
@@ -365,16 +361,14 @@ def extract_optimal(
     Outliers beyond ``clip`` sigma are rejected one per column per pass, the worst
     first, so a cosmic ray cannot drag its neighbours out with it.
     """
-    data = np.asarray(image, dtype=np.float64)
-    var_in = np.asarray(variance, dtype=np.float64)
-    ny, nx = data.shape
+    ny, nx = np.shape(image)
     r0, r1, off = _window(trace, aperture, ny, nx)
     inside = (off >= aperture.lower - 0.5) & (off <= aperture.upper + 0.5)
-    d = data[r0:r1]
-    v_in = var_in[r0:r1]
+    d = np.asarray(image[r0:r1], dtype=np.float64)
+    v_in = np.asarray(variance[r0:r1], dtype=np.float64)
     good = inside & np.isfinite(d) & np.isfinite(v_in) & (v_in > 0)
     if mask is not None:
-        good &= ~np.asarray(mask, dtype=bool)[r0:r1]
+        good &= ~np.asarray(mask[r0:r1], dtype=bool)
     sky_pix = sky.evaluate(off) if sky is not None else np.zeros_like(off)
     ds = np.where(np.isfinite(d), d - sky_pix, 0.0)
     cols = np.arange(nx)

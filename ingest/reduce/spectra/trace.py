@@ -85,12 +85,7 @@ def fit_trace(
     ``max_jump`` px (default one FWHM) are not used; ``systematic`` px is added in
     quadrature to each bin's error so that very bright bins do not dominate the fit.
     """
-    data = np.asarray(image, dtype=np.float64)
-    var = np.asarray(variance, dtype=np.float64)
-    ny, nx = data.shape
-    bad = ~np.isfinite(data) | ~np.isfinite(var) | (var <= 0)
-    if mask is not None:
-        bad |= np.asarray(mask, dtype=bool)
+    ny, nx = np.shape(image)
     width = bin_width or max(nx // 40, 5)
     starts = np.arange(0, nx - width // 2, width)
     centres = np.minimum(starts + width / 2.0 - 0.5, nx - 1)
@@ -107,9 +102,11 @@ def fit_trace(
             b = min(a + width, nx)
             r0 = max(round(guess) - half, 0)
             r1 = min(round(guess) + half + 1, ny)
-            d = data[r0:r1, a:b]
-            v = var[r0:r1, a:b]
-            m = bad[r0:r1, a:b]
+            d = np.asarray(image[r0:r1, a:b], dtype=np.float64)  # only the bin, in float64
+            v = np.asarray(variance[r0:r1, a:b], dtype=np.float64)
+            m = ~np.isfinite(d) | ~np.isfinite(v) | (v <= 0)
+            if mask is not None:
+                m |= np.asarray(mask[r0:r1, a:b], dtype=bool)
             ngood = (~m).sum(axis=1)
             scale = (b - a) / np.maximum(ngood, 1)
             prof = np.where(m, 0.0, d).sum(axis=1) * scale
