@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 import tracemalloc
@@ -31,12 +30,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from astropy.io import fits
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+# first: night_common puts the repository root on sys.path for ingest
+from night_common import cosmic_quality, defects, ensure_gsp_venv, night, trim_origin
 
-from ingest.reduce import (  # noqa: E402
+from ingest.reduce import (
     Flag,
     bad_pixel_mask,
     calibrate_frame,
@@ -47,10 +45,8 @@ from ingest.reduce import (  # noqa: E402
     parse_section,
     sigma_clip_combine,
 )
-from ingest.simulate import simulate_night  # noqa: E402
 
 T = TypeVar("T")
-GSP_VENV = Path("/tmp/gsp-venv")
 
 
 def measure(fn: Callable[[], T], repeat: int = 1) -> tuple[T, float, float]:
@@ -73,87 +69,13 @@ def measure(fn: Callable[[], T], repeat: int = 1) -> tuple[T, float, float]:
     return result, best, peak
 
 
-def night(workdir: Path, seed: int, binning: int) -> tuple[dict[str, Any], list[Any]]:
-    out = workdir / f"night-{binning}x{binning}-seed{seed}"
-    if not (out / "truth.json").exists():
-        home = ROOT / "var" if (ROOT / "var" / "cache").exists() else workdir / "home"
-        t0 = time.perf_counter()
-        simulate_night(
-            out,
-            seed=seed,
-            binning=binning,
-            home=home,
-            n_bias=10,
-            n_flat=10,
-            n_arc=2,
-            n_science_spectra=4,
-            n_science_images=0,
-        )
-        print(f"simulated {out} in {time.perf_counter() - t0:.1f} s")
-    truth = json.loads((out / "truth.json").read_text())
-    frames = []
-    for f in truth["frames"]:
-        with fits.open(out / f["file"]) as hdul:
-            frames.append((f, hdul[0].data.copy(), hdul[0].header.copy()))
-    return truth, frames
-
-
-def cosmic_quality(
-    found: np.ndarray, f: dict[str, Any], header: Any, known: np.ndarray, signal: np.ndarray
-) -> dict[str, float]:
-    sec = parse_section(header["TRIMSEC"])
-    label = np.zeros(found.shape, np.int32)
-    deposit = np.zeros(found.shape)
-    for i, event in enumerate(f["cosmic_rays"]["events"], start=1):
-        for (y, x), e in zip(event["pixels"], event["electrons"], strict=True):
-            y, x = y - sec.y0, x - sec.x0
-            if 0 <= y < found.shape[0] and 0 <= x < found.shape[1]:
-                label[y, x] = i
-                deposit[y, x] += e
-    noise = np.sqrt(3.89**2 + np.clip(signal, 0, None))
-    significant = (label > 0) & (deposit > 5 * noise) & ~known
-    events = np.unique(label[significant])
-    missed = np.unique(label[significant & ~found])
-    false = found & (label == 0) & ~known
-    centre = np.polynomial.Polynomial(f["trace"]["coefficients"])
-    yc = centre(np.arange(found.shape[1]) + sec.x0) - sec.y0
-    trace = np.abs(np.arange(found.shape[0])[:, None] - yc[None, :]) <= 3 * f["trace"]["fwhm_px"]
-    return {
-        "events": len(events),
-        "missed": len(missed),
-        "false": int(false.sum()),
-        "false_trace": int((false & trace).sum()),
-    }
-
-
-def defects(truth: dict[str, Any], header: Any, shape: tuple[int, int]) -> np.ndarray:
-    sec = parse_section(header["TRIMSEC"])
-    d = truth["detector"]["readouts"][header["ROI"]]["defects"]
-    known = np.zeros(shape, bool)
-    for y, x, _ in d["hot_pixels"]:
-        if sec.y0 <= y < sec.y1 and sec.x0 <= x < sec.x1:
-            known[y - sec.y0, x - sec.x0] = True
-    bc = d["bad_column"]
-    known[max(bc["y_from"] - sec.y0, 0) :, bc["x"] - sec.x0] = True
-    return known
-
-
 def ccdproc_combine(arrays: list[np.ndarray]) -> dict[str, float] | None:
     """Time ccdproc.combine on the same frames in goodman-pipeline's own environment."""
-    python = GSP_VENV / "bin" / "python"
-    if not python.exists():
-        print("creating /tmp/gsp-venv with goodman-pipeline==3.1.0 (once) ...")
-        try:
-            subprocess.run([sys.executable, "-m", "venv", str(GSP_VENV)], check=True)
-            subprocess.run(
-                [str(GSP_VENV / "bin" / "pip"), "install", "-q", "goodman-pipeline==3.1.0"],
-                check=True,
-                timeout=1200,
-                capture_output=True,
-            )
-        except (subprocess.SubprocessError, OSError) as exc:
-            print(f"  cannot create it ({exc}); skipping the ccdproc comparison")
-            return None
+    venv = ensure_gsp_venv()
+    if venv is None:
+        print("  skipping the ccdproc comparison")
+        return None
+    python = venv / "bin" / "python"
     script = r"""
 import sys, time, json, tracemalloc, glob
 import numpy as np
@@ -301,8 +223,11 @@ def main() -> None:
             repeat=2,
         )
         cr_times.append(t_cr)
-        known = defects(truth, h, pre.data.shape) | ((pre.mask & (Flag.HOT | Flag.BAD_COLUMN)) != 0)
-        q = cosmic_quality(found.mask, f, h, known, found.cleaned)
+        origin = trim_origin(h)
+        known = defects(truth, h["ROI"], origin, pre.data.shape) | (
+            (pre.mask & (Flag.HOT | Flag.BAD_COLUMN)) != 0
+        )
+        q = cosmic_quality(found.mask, f, origin, known, found.cleaned)
         print(
             f"  {f['file']}: {t_cr:.3f} s, peak {m_cr:.0f} MiB | {q['events']} events, "
             f"removed {100 * (1 - q['missed'] / max(q['events'], 1)):.2f}% "
@@ -322,7 +247,7 @@ def main() -> None:
                     t0 = time.perf_counter()
                     m, _ = astroscrappy.detect_cosmics(pre.data, inmask=pre.mask > 0, **kw)
                     dt = time.perf_counter() - t0
-                    qa = cosmic_quality(m, f, h, known, found.cleaned)
+                    qa = cosmic_quality(m, f, origin, known, found.cleaned)
                     print(
                         f"    astroscrappy {label}: {dt:.2f} s, removed "
                         f"{100 * (1 - qa['missed'] / max(qa['events'], 1)):.1f}%, "
