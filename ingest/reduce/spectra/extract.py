@@ -408,7 +408,8 @@ def extract_optimal(
                 break
             good[worst[hit], cols[hit]] = False
             n_rej += int(hit.sum())
-    weights = np.where(good, prof / v, 0.0) * fvar[None, :]
+    # columns without usable pixels keep fvar = inf (flagged below) and no weights
+    weights = np.where(good, prof / v, 0.0) * np.where(np.isfinite(fvar), fvar, 0.0)[None, :]
     sky_sum = np.sum(sky_pix * wt_ap, axis=0)
     if sky is not None:
         fvar = fvar + sky.variance_of_sum(weights, off)
