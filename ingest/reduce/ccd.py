@@ -314,6 +314,10 @@ class CalibratedFrame:
         cols = slice(None, None, step)
         return self.data[rows, cols], self.variance[rows, cols], self.mask[rows, cols]
 
+    def may_flag(self, bits: int) -> bool:
+        """Whether any pixel of the mask carries one of ``bits``."""
+        return bool(np.any(self.mask & np.uint16(bits)))
+
     def count_saturated(self) -> int:
         """Pixels flagged SATURATED that are not known defects."""
         saturated = (self.mask & np.uint16(Flag.SATURATED)) != 0
@@ -417,6 +421,7 @@ class PendingCalibration:
     geometry: Geometry
     level: np.ndarray  # float32 overscan level of each raw row (0 without BIASSEC)
     saturation_adu: float
+    raw_peak: float  # highest raw value in the trim section
     shot_noise: bool
     bias: np.ndarray | None
     bias_variance: np.ndarray | None
@@ -444,8 +449,11 @@ class PendingCalibration:
         raw_rows = slice(trim.y0 + start, trim.y0 + stop, row_step)
         own = (slice(start, stop, row_step), slice(None, None, step))
         raw_t = self.raw[raw_rows, trim.x0 : trim.x1 : step]
-        sat = np.uint16(Flag.SATURATED)
-        mask = np.multiply(raw_t >= self.saturation_adu, sat, dtype=np.uint16)
+        if self.raw_peak >= self.saturation_adu:
+            sat = np.uint16(Flag.SATURATED)
+            mask = np.multiply(raw_t >= self.saturation_adu, sat, dtype=np.uint16)
+        else:  # nothing saturated anywhere: skip the comparison
+            mask = np.zeros(raw_t.shape, dtype=np.uint16)
         data = raw_t.astype(np.float32)
         data -= self.level[raw_rows, None]
         data *= np.float32(self.geometry.gain)
@@ -463,8 +471,17 @@ class PendingCalibration:
             variance += self.bias_variance[own].astype(np.float32, copy=False)
         return data, variance, mask
 
+    def may_flag(self, bits: int) -> bool:
+        """Whether any pixel of the mask can carry one of ``bits``."""
+        if bits & Flag.SATURATED and self.raw_peak >= self.saturation_adu:
+            return True
+        defects = np.uint16(bits & DEFECT_FLAGS)
+        return bool(defects and self.bias_mask is not None and np.any(self.bias_mask & defects))
+
     def count_saturated(self) -> int:
         """Saturated pixels that are not known defects, counted on the raw integers."""
+        if self.raw_peak < self.saturation_adu:
+            return 0
         saturated = self.raw[self.geometry.trimsec.slices] >= self.saturation_adu
         if self.bias_mask is not None:
             saturated &= (self.bias_mask & np.uint16(DEFECT_FLAGS)) == 0
@@ -521,6 +538,7 @@ def prepare_calibration(
         geometry=geo,
         level=level,
         saturation_adu=sat.raw_adu,
+        raw_peak=float(raw[geo.trimsec.slices].max()),
         shot_noise=geo.exptime > 0 if shot_noise is None else shot_noise,
         bias=bias,
         bias_variance=bias_var,

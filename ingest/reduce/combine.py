@@ -137,18 +137,18 @@ def sigma_clip_combine(
             var_mean /= np.float32(n)
 
         total = stack.sum(axis=0)
+        lowest, highest = stack.min(axis=0), stack.max(axis=0)
         if n >= 4:
-            centre = (total - stack.min(axis=0) - stack.max(axis=0)) / np.float32(n - 2)
+            centre = (total - lowest - highest) / np.float32(n - 2)
         else:
             centre = np.median(stack, axis=0)
-        dev = stack - centre
         if var_mean is not None:
             sigma = np.sqrt(var_mean)
         else:
             sigma = _trimmed_sigma(stack, np.ones(stack.shape, bool), centre)
             sigma *= np.float32(trim_factor)
-        suspect |= ((dev > hi_k * sigma) | (dev < -lo_k * sigma)).any(axis=0)
-        del dev
+        # a value beyond the clip range exists exactly when the extremes are beyond it
+        suspect |= (highest - centre > hi_k * sigma) | (centre - lowest > lo_k * sigma)
 
         value = np.median(stack, axis=0) if method == "median" else total / np.float32(n)
         vout = (var_mean if var_mean is not None else sigma * sigma) / np.float32(n)
@@ -287,11 +287,12 @@ class _Plane:
 
 def _stack_inputs(
     frames: Sequence[FrameSource], mask_bits: int
-) -> tuple[list[Any], list[Any], list[Any]]:
+) -> tuple[list[Any], list[Any], list[Any] | None]:
     """Data, variance and ``mask_bits`` of the mask of every frame, for the combine.
 
     Calibrated frames hand over their arrays; pending calibrations are calibrated one
-    block of rows at a time as the combine reaches it.
+    block of rows at a time as the combine reaches it. No masks at all when no frame
+    has any of ``mask_bits``: the combine then skips them.
     """
     if not frames:
         raise ValueError("no frames given")
@@ -313,6 +314,8 @@ def _stack_inputs(
             constant = f.constant_variance
             var.append(_Plane(blocks, 1) if constant is None else constant)
             masks.append(_Plane(blocks, 2, mask_bits))
+    if not any(f.may_flag(mask_bits) for f in frames):
+        return data, var, None
     return data, var, masks
 
 
