@@ -594,12 +594,16 @@ def _running_mean(img: np.ndarray, width: int, axis: int) -> np.ndarray:
     idx = np.arange(n)
     hi = np.minimum(idx + half + 1, n)
     lo = np.maximum(idx - half, 0)
+    w = 2 * half + 1
+    edge = np.r_[0 : min(half, n), max(n - half, half) : n]  # windows cut by the ends
     step = max(1, CHUNK_BYTES // (8 * (n + 1)))
     for r0 in range(0, a.shape[0], step):
         block = a[r0 : r0 + step]
         c = np.zeros((block.shape[0], n + 1))
         np.cumsum(block, axis=-1, dtype=np.float64, out=c[:, 1:])
-        out[r0 : r0 + step] = (c[:, hi] - c[:, lo]) / (hi - lo)
+        if n > 2 * half:  # full windows: two shifted slices, no gathering
+            out[r0 : r0 + step, half : n - half] = (c[:, w:] - c[:, : n + 1 - w]) / w
+        out[r0 : r0 + step, edge] = (c[:, hi[edge]] - c[:, lo[edge]]) / (hi[edge] - lo[edge])
     return np.moveaxis(out, -1, axis)
 
 
