@@ -14,6 +14,7 @@ the previous version intact.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -124,19 +125,36 @@ def write_product(
         raise FileExistsError(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     hdul = product_hdul(frame, header, provenance=provenance, extra_cards=extra_cards)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    write_atomic(hdul, target)
+    return target
+
+
+def write_atomic(hdul: fits.HDUList, target: Path) -> tuple[int, str]:
+    """Write under a temporary name in the target folder, flush to disk, then rename;
+    returns the size and SHA-256 of what was written.
+
+    A crash leaves either no file or the whole one, never a half-written product under
+    its real name, and what a database row points at is on disk before the row exists.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with os.fdopen(fd, "w+b") as fh:
             hdul.writeto(fh, checksum=True, output_verify="exception")
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, target)
+            fh.seek(0)
+            digest = hashlib.sha256()
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+            size = fh.tell()
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
+            os.unlink(tmp)
         raise
-    return target
+    return size, digest.hexdigest()
 
 
 def read_product(path: str | os.PathLike[str]) -> tuple[CalibratedFrame, fits.Header]:

@@ -22,13 +22,10 @@ What makes re-running cheap and safe:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
-import os
 import re
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -44,6 +41,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from ingest.reduce.fitsio import write_atomic
 from ingest.reduce.graph import Failed, Graph, run_graph
 from ingest.reduce.selection import MAX_DAYS, SCIENCE_TYPES, Selection, readout_part, select_all
 from ingest.reduce.settings import ReductionSettings, settings_from
@@ -461,30 +459,6 @@ def _file_stem(spec: ProductSpec, version: int) -> Path:
     return Path(spec.night) / obs_id / f"{obs_id}_{SUFFIXES[spec.kind]}_v{version}.fits"
 
 
-def _write_atomic(hdul: fits.HDUList, target: Path) -> tuple[int, str]:
-    """Write under a temporary name in the target folder, then rename; returns the size
-    and SHA-256 of what was written."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w+b") as fh:
-            hdul.writeto(fh, checksum=True, output_verify="exception")
-            fh.flush()
-            os.fsync(fh.fileno())
-            fh.seek(0)
-            digest = hashlib.sha256()
-            while chunk := fh.read(1 << 20):
-                digest.update(chunk)
-            size = fh.tell()
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return size, digest.hexdigest()
-
-
 def _finite(value: Any) -> Any:
     if isinstance(value, float | np.floating):
         return float(value) if math.isfinite(value) else None
@@ -550,7 +524,7 @@ class _Archive:
             path = self.root / _file_stem(spec, version)
             inputs = self._inputs(spec)
             self._provenance_cards(built.hdul[0].header, spec, version, inputs)
-            size, sha = _write_atomic(built.hdul, path)
+            size, sha = write_atomic(built.hdul, path)
             built.hdul = None  # written: nothing needs the HDUs any more
             science = spec.row
             is_master = spec.kind.startswith("master_")
