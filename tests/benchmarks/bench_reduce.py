@@ -43,6 +43,7 @@ from ingest.reduce import (
     make_master_flat,
     overscan_level,
     parse_section,
+    prepare_calibration,
     sigma_clip_combine,
 )
 
@@ -271,11 +272,11 @@ def main() -> None:
     )
 
     def whole_night() -> int:
-        """Raw arrays to calibrated arcs and science frames, nothing else."""
-        cal_b = [calibrate_frame(r, h) for _, r, h in by_kind["bias"]]
-        mb = make_master_bias(cal_b)
-        cal_f = [calibrate_frame(r, h, master_bias=mb) for _, r, h in by_kind["flat"]]
-        mf = make_master_flat(cal_f)
+        """Raw arrays to calibrated arcs and science frames, nothing else; the masters
+        from pending calibrations, as ``vo-service reduce`` builds them."""
+        mb = make_master_bias([prepare_calibration(r, h) for _, r, h in by_kind["bias"]])
+        pending = [prepare_calibration(r, h, master_bias=mb) for _, r, h in by_kind["flat"]]
+        mf = make_master_flat(pending)
         mask = bad_pixel_mask(mb, mf.flat).mask
         n = 0
         for kind in ("arc", "science_spectrum"):
