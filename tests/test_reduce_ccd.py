@@ -317,6 +317,21 @@ def test_masters_from_pending_calibrations_match_calibrated_frames(
     assert float(np.max(np.abs(made.flat.data[lit] - reference.data[lit]))) < 1e-3
 
 
+def test_read_raw_matches_astropy_scaling(night2: Night, tmp_path: Path) -> None:
+    """The sign-bit shortcut gives astropy's uint16 values; other encodings go through
+    astropy's own scaling."""
+    from ingest.reduce.steps import read_raw
+
+    f, raw, _ = night2.frames[0]
+    fast = read_raw(str(night2.dir / f["file"]))
+    assert fast.data.dtype == np.uint16 and np.array_equal(fast.data, raw)
+    assert fast.header["BZERO"] == 32768
+    other = tmp_path / "float.fits"
+    fits.PrimaryHDU(raw.astype(np.float32) + 0.5, header=fits.Header()).writeto(other)
+    slow = read_raw(str(other))
+    assert slow.data.dtype == np.float32 and np.array_equal(slow.data, raw + np.float32(0.5))
+
+
 # --------------------------------------------------------------------------- combine
 
 

@@ -102,6 +102,23 @@ class Calibrated:
 
 
 def read_raw(path: str) -> RawFrame:
+    """The raw pixels as unsigned integers, as astropy would scale them.
+
+    Goodman frames store unsigned 16-bit counts the FITS way (signed, BZERO = 32768);
+    flipping the sign bit of the big-endian words gives the same uint16 values in one
+    pass, where astropy's scaling takes three.
+    """
+    with fits.open(path, memmap=False, do_not_scale_image_data=True) as hdul:
+        header = hdul[0].header
+        data = hdul[0].data
+        if (
+            data is not None
+            and header.get("BITPIX") == 16
+            and header.get("BZERO") == 32768
+            and header.get("BSCALE", 1) == 1
+            and "BLANK" not in header
+        ):
+            return RawFrame(data.view(">u2") ^ np.uint16(0x8000), header.copy())
     with fits.open(path, memmap=False) as hdul:
         return RawFrame(np.asarray(hdul[0].data), hdul[0].header.copy())
 
