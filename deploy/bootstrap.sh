@@ -25,6 +25,17 @@ if [ ! -e /etc/postgresql-common/createcluster.conf ]; then
   echo "create_main_cluster = false" | $sudo tee /etc/postgresql-common/createcluster.conf >/dev/null
 fi
 
+# The PostgreSQL server from the release itself, not from bookworm-security: its 15.20
+# refuses to load the release's pgsphere 1.1.1 (two operators share a commutator, which the
+# stricter check of that update rejects; pgsphere 1.4 dropped them), so a fresh machine
+# would otherwise get a server the service cannot use.
+codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+if [ "$codename" = bookworm ]; then
+  for i in "${!missing[@]}"; do
+    [ "${missing[$i]}" = postgresql-15 ] && missing[$i]="postgresql-15/bookworm"
+  done
+fi
+
 echo "installing: ${missing[*]}"
 $sudo apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-upgrade \

@@ -250,11 +250,32 @@ def write_tap_schema(conn: psycopg.Connection, catalog: Catalog) -> None:
                 copy.write_row(row)
 
 
+def _create_pgsphere(conn: psycopg.Connection) -> None:
+    """CREATE EXTENSION pg_sphere, naming the known incompatibility when it fails.
+
+    pgsphere before 1.4 (Debian bookworm ships 1.1.1) declares two operators sharing one
+    commutator, which PostgreSQL's stricter check, in 17 and in recent 15.x security
+    releases, refuses; the server cannot run without pgsphere, so say what to do.
+    """
+    try:
+        with conn.transaction():
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_sphere")
+    except psycopg.errors.InvalidFunctionDefinition as exc:
+        if "commutator" not in str(exc):
+            raise
+        raise RuntimeError(
+            f"the installed pgsphere cannot be loaded into this PostgreSQL ({exc}). "
+            "pgsphere older than 1.4 conflicts with PostgreSQL's stricter operator checks: "
+            "install pgsphere >= 1.4, or the PostgreSQL release of the distribution itself "
+            "(deploy/bootstrap.sh does this on Debian bookworm)"
+        ) from exc
+
+
 def upgrade(conn: psycopg.Connection, catalog: Catalog, query_role: str) -> list[str]:
     """Bring the database to the declared state; returns the migrations applied."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
-        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_sphere")
+        _create_pgsphere(conn)
         applied = apply_migrations(conn)
         sync_tables(conn, catalog)
         grant_query_role(conn, catalog, query_role)
