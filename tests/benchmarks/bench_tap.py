@@ -10,7 +10,7 @@ starts its own PostgreSQL cluster and server in a temporary VO_SERVICE_HOME, fil
 with into it, raises DaCHS's MAXREC to N and starts it on a free port; the same queries
 then run against both, each dump's row count is checked on both sides, and DaCHS is
 stopped again (``--keep-dachs`` leaves it running). ``--dachs URL`` measures a DaCHS
-already serving the same table. Only when DaCHS cannot be installed are figures measured
+already serving the same table. Only when DaCHS cannot be set up are figures measured
 earlier for DaCHS 2.7 printed instead, marked as not measured in this run.
 Figures only: nothing here asserts a time.
 """
@@ -49,7 +49,7 @@ from vo_service.db import EmbeddedCluster, upgrade  # noqa: E402
 from vo_service.metadata import catalog  # noqa: E402
 
 # Measured earlier for DaCHS 2.7 on an unknown table; printed only when --dachs auto
-# cannot install DaCHS.
+# cannot set DaCHS up.
 DACHS_REFERENCE = {
     "tiny query latency (ms)": "43-61",
     "requests/s at concurrency 4": "22.7",
@@ -217,7 +217,7 @@ def compare(ours: dict[str, float], theirs: dict[str, float], rows: int) -> None
     b2 = f"{rows // 1000}k rows votable/b2 (s)"
     if b2 in theirs:
         print(f"{'BINARY2 dump: DaCHS time / vo-service time':42s} {theirs[b2] / ours[b2]:12.2f}"
-              "   (requirement: at least 5)")  # fmt: skip
+              "   (required at 100k rows: at least 5)")  # fmt: skip
 
 
 def interleaved(tap: str, token: str, params: dict, rounds: int) -> tuple[float, float]:

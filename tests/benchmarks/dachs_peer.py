@@ -99,7 +99,9 @@ def ensure_installed() -> None:
         raise PeerError("DaCHS is not installed, and installing it needs root")
     print("installing gavodachs2-server with apt (PostgreSQL 15, pgsphere, q3c) ...")
     run(["apt-get", "update", "-q"])
-    # --no-upgrade: an installed PostgreSQL stays as it is; vo-service's clusters use it too.
+    # --no-upgrade: an installed PostgreSQL stays as it is; vo-service's clusters use it too,
+    # and with bookworm-security's 15.20 "CREATE EXTENSION pg_sphere" (pgsphere 1.1.1) fails:
+    # "commutator operator @> is already the commutator of operator <@".
     install = ["apt-get", "install", "-y", "-q", "--no-upgrade"]
     run([*install, *PG_PACKAGES])
     start_cluster()  # the postinst below needs a running cluster
