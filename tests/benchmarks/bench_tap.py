@@ -1,10 +1,17 @@
 """TAP benchmark: latency, throughput, dumps per format, async round trip, raw read rate.
 
-Run: ``.venv/bin/python tests/benchmarks/bench_tap.py [--rows N] [--big]``. It starts its
-own PostgreSQL cluster and server in a temporary VO_SERVICE_HOME, fills ``archive.frames``
-with N synthetic rows, and prints measured figures. When GAVO DaCHS is installed and
-serving (``--dachs URL``), the same queries run against it and ratios are printed; without
-it the figures measured for DaCHS 2.7 on this kind of machine are shown for reference.
+Run: ``.venv/bin/python tests/benchmarks/bench_tap.py [--rows N] [--dachs auto|URL]``. It
+starts its own PostgreSQL cluster and server in a temporary VO_SERVICE_HOME, fills
+``archive.frames`` with N synthetic rows, and prints measured figures.
+
+``--dachs auto`` measures GAVO DaCHS live, side by side: ``dachs_peer.py`` installs Debian's
+``gavodachs2-server`` when ``dachs`` is missing (needs root), generates a DaCHS table
+``archive.frames`` from our column metadata, copies the very rows vo-service was filled
+with into it, raises DaCHS's MAXREC to N and starts it on a free port; the same queries
+then run against both, each dump's row count is checked on both sides, and DaCHS is
+stopped again (``--keep-dachs`` leaves it running). ``--dachs URL`` measures a DaCHS
+already serving the same table. Only when DaCHS cannot be set up are figures measured
+earlier for DaCHS 2.7 printed instead, marked as not measured in this run.
 Figures only: nothing here asserts a time.
 """
 
@@ -12,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -27,15 +36,20 @@ HOME.chmod(0o755)
 os.environ["VO_SERVICE_HOME"] = str(HOME)
 os.environ.pop("DATABASE_URL", None)
 
+import dachs_peer  # noqa: E402
 import httpx  # noqa: E402
 import psycopg  # noqa: E402
+import pyarrow.parquet  # noqa: E402
 import pyvo  # noqa: E402
+from astropy.io import votable  # noqa: E402
 
 from tests.support import ServerProcess  # noqa: E402
 from vo_service.config import settings  # noqa: E402
 from vo_service.db import EmbeddedCluster, upgrade  # noqa: E402
 from vo_service.metadata import catalog  # noqa: E402
 
+# Measured earlier for DaCHS 2.7 on an unknown table; printed only when --dachs auto
+# cannot set DaCHS up.
 DACHS_REFERENCE = {
     "tiny query latency (ms)": "43-61",
     "requests/s at concurrency 4": "22.7",
@@ -95,9 +109,45 @@ async def throughput(url: str, concurrency: int, total: int) -> float:
         return total / (time.perf_counter() - start)
 
 
+def error_text(body: bytes) -> str:
+    """The message of a DALI error document (DaCHS answers unknown formats with one)."""
+    found = re.search(rb'name="QUERY_STATUS" value="ERROR"[^>]*>([^<]*)', body[:200_000])
+    text = found[1] if found else body[:200]
+    return text.decode(errors="replace").strip()
+
+
+def count_rows(fmt: str, body: bytes) -> tuple[int, str]:
+    """Rows in one dump and how they were serialized; ValueError for an error document.
+
+    Counted from the bytes after the timing, so the counting costs nothing measured.
+    """
+    if fmt == "parquet":
+        if not body.startswith(b"PAR1"):
+            raise ValueError(error_text(body))
+        return pyarrow.parquet.ParquetFile(io.BytesIO(body)).metadata.num_rows, "Parquet"
+    if fmt in ("csv", "tsv"):
+        if body.lstrip().startswith(b"<"):
+            raise ValueError(error_text(body))
+        lines = body.rstrip(b"\n").count(b"\n") + 1 if body.strip() else 0
+        header = body.startswith(b"frame_id")  # DaCHS writes TSV without a header line
+        return lines - header, fmt.upper() + (" with header" if header else "")
+    head = body[:200_000]
+    if b'name="QUERY_STATUS" value="ERROR"' in head:
+        raise ValueError(error_text(body))
+    kinds = ("BINARY2", "BINARY", "TABLEDATA")
+    kind = next((k for k in kinds if f"<{k}>".encode() in head), "without rows")
+    table = votable.parse_single_table(io.BytesIO(body), verify="ignore")
+    return len(table.array), f"VOTable {kind}"
+
+
+def number(key: str, value: float) -> str:
+    return f"{value:12.0f}" if key.endswith("(rows)") else f"{value:12.3f}"
+
+
 def bench_service(tap: str, rows: int, label: str,
                   headers: dict[str, str] | None = None) -> dict[str, float]:  # fmt: skip
     figures: dict[str, float] = {}
+    notes: dict[str, str] = {}
     client = httpx.Client(timeout=600, headers=headers or {})
     params = {"LANG": "ADQL", "QUERY": TINY}
     client.get(f"{tap}/sync", params=params)  # warm-up
@@ -112,29 +162,62 @@ def bench_service(tap: str, rows: int, label: str,
         "LANG": "ADQL", "QUERY": cone}).raise_for_status(), 20)  # fmt: skip
     figures["cone r=0.1 deg latency (ms)"] = statistics.median(cone_times) * 1000
     dump = f"SELECT TOP {rows} * FROM archive.frames"
+    bodies: dict[str, list[bytes]] = {}  # the last response per format, counted afterwards
     for fmt in FORMATS:
-        size = 0
 
         def fetch(fmt: str = fmt) -> None:
-            nonlocal size
             with client.stream(
                 "GET",
                 f"{tap}/sync",
                 params={"LANG": "ADQL", "QUERY": dump, "MAXREC": str(rows), "FORMAT": fmt},
             ) as r:
                 r.raise_for_status()
-                size = sum(len(c) for c in r.iter_bytes())  # fmt: skip
+                bodies[fmt] = list(r.iter_bytes())
 
         best = min(timed(fetch, 3))
-        figures[f"{rows // 1000}k rows {fmt} (s)"] = best
-        figures[f"{rows // 1000}k rows {fmt} (MB)"] = size / 1e6
+        key = f"{rows // 1000}k rows {fmt}"
+        try:
+            count, kind = count_rows(fmt, b"".join(bodies[fmt]))
+        except ValueError as error:
+            notes[key] = f"not offered: {error}"
+            continue
+        figures[f"{key} (s)"] = best
+        figures[f"{key} (MB)"] = sum(len(c) for c in bodies.pop(fmt)) / 1e6
+        figures[f"{key} (rows)"] = count
+        notes[f"{key} served as"] = kind
     service = pyvo.dal.TAPService(tap)
     rounds = timed(lambda: service.run_async("SELECT TOP 100 obs_id FROM archive.frames"), 5)
     figures["async round trip (s)"] = statistics.median(rounds)
     print(f"\n== {label} ==")
     for key, value in figures.items():
-        print(f"{key:42s} {value:12.3f}")
+        print(f"{key:42s} {number(key, value)}")
+    for key, note in notes.items():
+        print(f"{key:42s} {note}")
     return figures
+
+
+def compare(ours: dict[str, float], theirs: dict[str, float], rows: int) -> None:
+    """Both services' figures side by side; x = how many times faster vo-service is."""
+    print("\n== vo-service vs DaCHS, measured in this run on the same rows ==")
+    print(f"{'':42s} {'vo-service':>12s} {'DaCHS':>12s} {'x faster':>9s}")
+    for key, mine in ours.items():
+        other = theirs.get(key)
+        if other is None:
+            print(f"{key:42s} {number(key, mine)} {'—':>12s}")
+            continue
+        if key.endswith("(rows)"):
+            note = "same" if mine == other else "DIFFERENT"
+        elif key.endswith("(MB)"):
+            note = f"size {mine / other:.2f}"
+        elif "/s" in key:
+            note = f"{mine / other:.2f}"
+        else:
+            note = f"{other / mine:.2f}"
+        print(f"{key:42s} {number(key, mine)} {number(key, other)} {note:>9s}")
+    b2 = f"{rows // 1000}k rows votable/b2 (s)"
+    if b2 in theirs:
+        print(f"{'BINARY2 dump: DaCHS time / vo-service time':42s} {theirs[b2] / ours[b2]:12.2f}"
+              "   (required at 100k rows: at least 5)")  # fmt: skip
 
 
 def interleaved(tap: str, token: str, params: dict, rounds: int) -> tuple[float, float]:
@@ -222,7 +305,14 @@ def raw_read_rate(url: str, rows: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--dachs", help="TAP URL of a DaCHS serving the same data")
+    parser.add_argument(
+        "--dachs",
+        help="'auto': install (if need be), load and start a local DaCHS via dachs_peer.py; "
+        "or the TAP URL of a DaCHS serving the same archive.frames",
+    )
+    parser.add_argument(
+        "--keep-dachs", action="store_true", help="leave the DaCHS of --dachs auto running"
+    )
     parser.add_argument(
         "--stream-rows",
         type=int,
@@ -237,6 +327,7 @@ def main() -> None:
     cluster = EmbeddedCluster(cfg.home)
     cluster.start()
     server = None
+    peer: dachs_peer.Peer | None = None
     try:
         url = cluster.url()
         with psycopg.connect(url) as conn:
@@ -276,16 +367,27 @@ def main() -> None:
         print(f"{'BINARY2 stream rate vs raw read':42s} {(args.rows / b2) / raw:12.2%}")
         if args.stream_rows:
             big_stream(url, args.stream_rows)
-        if args.dachs:
-            theirs = bench_service(args.dachs, args.rows, "DaCHS")
-            print("\n== ratios (vo-service / DaCHS) ==")
-            for key in ours.keys() & theirs.keys():
-                print(f"{key:42s} {ours[key] / theirs[key]:12.3f}")
-        else:
-            print("\n== DaCHS 2.7 reference figures (measured earlier on this machine kind) ==")
-            for key, value in DACHS_REFERENCE.items():
-                print(f"{key:42s} {value:>12s}")
+        if args.dachs == "auto":
+            try:
+                hard = max(args.rows, args.stream_rows)
+                peer = dachs_peer.up(url, maxrec=args.rows, hard_maxrec=hard)
+            except dachs_peer.PeerError as error:
+                print(f"\nDaCHS could not be set up, so it was not measured:\n{error}")
+                print("\n== DaCHS 2.7 figures measured earlier elsewhere, NOT in this run ==")
+                for key, value in DACHS_REFERENCE.items():
+                    print(f"{key:42s} {value:>12s}")
+        if peer is not None or args.dachs not in (None, "auto"):
+            tap = peer.tap if peer is not None else args.dachs
+            theirs = bench_service(tap, args.rows, f"DaCHS at {tap}")
+            compare(ours, theirs, args.rows)
+        elif args.dachs is None:
+            print("\n(DaCHS not measured; --dachs auto runs the same queries against it.)")
     finally:
+        if peer is not None and args.keep_dachs:
+            print(f"\nDaCHS keeps running at {peer.tap}; stop it with "
+                  "tests/benchmarks/dachs_peer.py down")  # fmt: skip
+        elif peer is not None:
+            peer.stop()
         if server is not None:
             server.stop()
         cluster.stop()
