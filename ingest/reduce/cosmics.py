@@ -732,11 +732,16 @@ def _estimate(
         count += ok
         if axis is not None:
             two_sided[axis] |= ok
+    # one side below the two-sided pairs' mean is the low side of a slope (a flat
+    # extrapolation there digs a hole), not a ridge's level
+    with _quiet():
+        floor_two = np.where(count > 0, total / np.maximum(count, 1), -np.inf)
     for (da, db), axis in _ONE_SIDED:
         a, oa = sample(*da)
         b, ob = sample(*db)
         ok = oa & ob
         mean, agree = agreeing(a, b, ok)
+        agree &= mean >= floor_two
         best = np.where(agree & ~two_sided[axis], np.maximum(best, mean), best)
         if high:
             # the nearer sample stands above the pixels two away across the axis (a trace
@@ -796,9 +801,14 @@ def _retest(
     floors: tuple[np.ndarray, np.ndarray, np.ndarray],
     extra_var: np.ndarray | float,
     t: _Test,
+    core: _Test,
     read_var: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The unit tests at neighbours of detections, on the working image.
+
+    Only a pixel that shares a side with a detection gets the re-test's lower thresholds
+    (``t``): one that touches detections at a corner only rarely shares their charge
+    unless it is bright, so it must pass the ``core`` test.
 
     A flagged axis neighbour counts at its smooth estimate made without the pixel under
     test, so two charged pixels on either side of a detection cannot vouch for it. A
@@ -810,10 +820,12 @@ def _retest(
     floor_x, floor_y, floor = floors
     p = work[ys, xs]
     vals = []
+    side = np.zeros(ys.size, dtype=bool)
     for dy, dx in _AXES:
         y, x = _reflect(ys + dy, ny), _reflect(xs + dx, nx)
         v = work[y, x]
         f = flagged[y, x]
+        side |= f
         if np.any(f):
             v = v.copy()
             v[f] = _estimate(
@@ -841,7 +853,11 @@ def _retest(
         floor_y[ys, xs], 1, 0,
     )  # fmt: skip
     ok_x, ok_y = (xs > 0) & (xs < nx - 1), (ys > 0) & (ys < ny - 1)
-    hit = _unit_hit(ux, uy, t, var_nb, var_p, lam, ok_x, ok_y)
+    hit = np.where(
+        side,
+        _unit_hit(ux, uy, t, var_nb, var_p, lam, ok_x, ok_y),
+        _unit_hit(ux, uy, core, var_nb, var_p, lam, ok_x, ok_y),
+    )
     out_y, out_x = [ys[hit]], [xs[hit]]
     for members, (dy, dx), idx in (
         (_PAIR_X, (0, 1), 0),
@@ -1036,7 +1052,16 @@ def detect_cosmics(
         if cy.size == 0:
             break
         ty, tx = _retest(
-            work, flagged, bad, cy, cx, (floor_x, floor_y, floor), extra, grow_test, read_var
+            work,
+            flagged,
+            bad,
+            cy,
+            cx,
+            (floor_x, floor_y, floor),
+            extra,
+            grow_test,
+            core_test,
+            read_var,
         )
         flagged[ty, tx] = True
         fy, fx = np.concatenate([fy, ty]), np.concatenate([fx, tx])
