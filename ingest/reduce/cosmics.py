@@ -973,7 +973,7 @@ def detect_cosmics(
     extra_variance: np.ndarray | float = 0.0,
     k_signal: float = 6.0,
     k_sharp: float = 3.0,
-    k_grow: float = 4.0,
+    k_grow: float = 4.25,
     k_grow_sharp: float = 1.5,
     iterations: int = 4,
     chunk_rows: int = 128,
