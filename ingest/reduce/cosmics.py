@@ -696,7 +696,8 @@ def _estimate(
     is a crest across that axis (above the pixels two away across it), two-sided pairs or
     not: that is a ridge running through
     the pixel (a trace along a track), whose two-sided pair a not yet flagged part of the
-    hit can spoil, and not a line beside it. Without an agreeing pair see below;
+    hit can spoil, and not a line beside it; where nothing agrees, it is at least the
+    highest one-sided mean. Without an agreeing pair see below;
     with no good neighbour at all, the floor (NaN without one).
     """
     ny, nx = work.shape
@@ -722,6 +723,7 @@ def _estimate(
     count = np.zeros(ys.size)
     two_sided = np.zeros((2, ys.size), dtype=bool)  # a two-sided pair exists along y / x
     raised = np.full(ys.size, -np.inf)
+    one_side = np.full(ys.size, -np.inf)  # highest one-sided mean, agreeing or not
     for (da, db), axis in _PAIRS:
         a, oa = sample(*da)
         b, ob = sample(*db)
@@ -741,8 +743,9 @@ def _estimate(
         b, ob = sample(*db)
         ok = oa & ob
         mean, agree = agreeing(a, b, ok)
-        agree &= mean >= floor_two
-        best = np.where(agree & ~two_sided[axis], np.maximum(best, mean), best)
+        one_side = np.where(ok, np.maximum(one_side, mean), one_side)
+        usable = agree & ~two_sided[axis] & (mean >= floor_two)
+        best = np.where(usable, np.maximum(best, mean), best)
         if high:
             # the nearer sample stands above the pixels two away across the axis (a trace
             # centred between two rows has an equal neighbour at one)
@@ -778,6 +781,10 @@ def _estimate(
         )
         with _quiet():
             est = np.fmax(med, pair_mean)
+        if high:
+            # nothing agrees around a pixel whose ridge is covered by the hit (a track
+            # along a line): the line's level one side gives is the safer guess
+            est = np.fmax(est, np.where(np.isfinite(one_side[missing]), one_side[missing], np.nan))
         best[missing] = np.where(
             np.isfinite(est), est, floor[my, mx] if floor is not None else np.nan
         )
