@@ -87,9 +87,9 @@ SETTINGS_USED: dict[str, tuple[str, ...]] = {
 # not reused as if they were made the new way.
 METHODS = {
     "master_bias": "overscan fit, trimmed-mean 3-sigma stack on the noise model (1)",
-    "master_flat": "bias-subtracted, saturated frames rejected, scaled stack, normalised (1)",
-    "reduced_image": "overscan, trim, gain, bias, flat, cosmic rays, sky/PSF QA (1)",
-    "reduced_spectrum_2d": "overscan, trim, gain, bias, flat, cosmic rays (1)",
+    "master_flat": "bias-subtracted, saturated frames rejected, scaled stack, normalised (2)",
+    "reduced_image": "overscan, trim, gain, bias, flat, cosmic rays, sky/PSF QA (2)",
+    "reduced_spectrum_2d": "overscan, trim, gain, bias, flat, cosmic rays (2)",
     "spectrum_1d": "slit edges, brightest target, trace, sky bands, extraction (1)",
     "wavelength_calibrated": "arc along the trace, lamp template, Chebyshev, linear grid (1)",
 }
