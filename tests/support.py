@@ -16,13 +16,16 @@ from vo_service.db.cluster import free_port
 class ServerProcess:
     """``vo-service serve`` in its own process, as users run it."""
 
-    def __init__(self, env: dict[str, str] | None = None, name: str = "server") -> None:
+    def __init__(
+        self, env: dict[str, str] | None = None, name: str = "server", workers: int = 1
+    ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(os.environ["VO_SERVICE_HOME"]) / f"{name}-{self.port}.log"
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vo_service.cli.main", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "vo_service.cli.main", "serve", "--port", str(self.port)]
+            + (["--workers", str(workers)] if workers > 1 else []),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},

@@ -306,6 +306,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument(
+        "--workers", type=int, default=1, help="server worker processes (serve --workers)"
+    )
+    parser.add_argument(
         "--dachs",
         help="'auto': install (if need be), load and start a local DaCHS via dachs_peer.py; "
         "or the TAP URL of a DaCHS serving the same archive.frames",
@@ -339,7 +342,7 @@ def main() -> None:
         if args.stream_only:
             big_stream(url, args.stream_rows)
             return
-        server = ServerProcess(name="bench")
+        server = ServerProcess(name="bench", workers=args.workers)
         ours = bench_service(f"{server.base}/tap", args.rows, "vo-service (anonymous)")
         token = make_member_token(url)
         member = bench_service(
