@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from astropy.io import fits
 
 # first: night_common puts the repository root on sys.path for ingest
 from night_common import cosmic_quality, defects, ensure_gsp_venv, night, trim_origin
@@ -50,7 +49,6 @@ from ingest.reduce import (
     prepare_calibration,
     sigma_clip_combine,
 )
-from ingest.simulate import simulate_night
 
 T = TypeVar("T")
 
@@ -73,30 +71,6 @@ def measure(fn: Callable[[], T], repeat: int = 1) -> tuple[T, float, float]:
     peak = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
     return result, best, peak
-
-
-def image_night(workdir: Path, seed: int, binning: int) -> tuple[dict[str, Any], list[Any]]:
-    out = workdir / f"images-{binning}x{binning}-seed{seed}"
-    if not (out / "truth.json").exists():
-        t0 = time.perf_counter()
-        simulate_night(
-            out,
-            seed=seed,
-            binning=binning,
-            home=workdir / "home",
-            n_bias=0,
-            n_flat=0,
-            n_arc=0,
-            n_science_spectra=0,
-            n_science_images=6,
-        )
-        print(f"simulated {out} in {time.perf_counter() - t0:.1f} s")
-    truth = json.loads((out / "truth.json").read_text())
-    frames = []
-    for f in truth["frames"]:
-        with fits.open(out / f["file"]) as hdul:
-            frames.append((f, hdul[0].data.copy(), hdul[0].header.copy()))
-    return truth, frames
 
 
 def image_cosmic_quality(
@@ -134,7 +108,7 @@ def image_cosmic_quality(
 
 def image_cosmics(args: argparse.Namespace) -> None:
     """Cosmic-ray time and quality on the frames of an imaging night."""
-    truth, frames = image_night(args.workdir, args.seed, args.binning)
+    truth, frames = night(args.workdir, args.seed, args.binning, images=True)
     print(
         f"\ncosmic rays in {args.binning}x{args.binning} images (seed {args.seed}, no bias: "
         "overscan only, as the pipeline without biases):"

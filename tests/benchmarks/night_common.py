@@ -31,30 +31,28 @@ GSP_VERSION = "3.1.0"
 READ_NOISE_E = 3.89  # the simulated camera's, as in the frames' RDNOISE
 
 
-def night_dir(workdir: Path, seed: int, binning: int) -> Path:
-    """The simulated night (10 biases, 10 flats, 2 arcs, 4 spectra), made once and reused."""
-    out = workdir / f"night-{binning}x{binning}-seed{seed}"
+NIGHT = {"n_bias": 10, "n_flat": 10, "n_arc": 2, "n_science_spectra": 4, "n_science_images": 0}
+IMAGES = {"n_bias": 0, "n_flat": 0, "n_arc": 0, "n_science_spectra": 0, "n_science_images": 6}
+
+
+def night_dir(workdir: Path, seed: int, binning: int, *, images: bool = False) -> Path:
+    """The simulated night (10 biases, 10 flats, 2 arcs, 4 spectra; or, with ``images``,
+    6 science images alone), made once and reused."""
+    prefix = "images" if images else "night"
+    out = workdir / f"{prefix}-{binning}x{binning}-seed{seed}"
     if not (out / "truth.json").exists():
         home = ROOT / "var" if (ROOT / "var" / "cache").exists() else workdir / "home"
         t0 = time.perf_counter()
-        simulate_night(
-            out,
-            seed=seed,
-            binning=binning,
-            home=home,
-            n_bias=10,
-            n_flat=10,
-            n_arc=2,
-            n_science_spectra=4,
-            n_science_images=0,
-        )
+        simulate_night(out, seed=seed, binning=binning, home=home, **(IMAGES if images else NIGHT))
         print(f"simulated {out} in {time.perf_counter() - t0:.1f} s")
     return out
 
 
-def night(workdir: Path, seed: int, binning: int) -> tuple[dict[str, Any], list[Any]]:
+def night(
+    workdir: Path, seed: int, binning: int, *, images: bool = False
+) -> tuple[dict[str, Any], list[Any]]:
     """Truth and every raw frame as ``(truth frame entry, data, header)``."""
-    out = night_dir(workdir, seed, binning)
+    out = night_dir(workdir, seed, binning, images=images)
     truth = json.loads((out / "truth.json").read_text())
     frames = []
     for f in truth["frames"]:
