@@ -38,6 +38,8 @@ from ingest.reduce import (
 from ingest.reduce.ccd import Section, trim_updates
 from ingest.simulate import simulate_night
 from ingest.simulate_detector import make_detector, make_readout
+from ingest.simulate_truth import known_defects as truth_defects
+from ingest.simulate_truth import near_trace, score_cosmic_rays
 
 SEED = 21
 
@@ -365,31 +367,14 @@ def cosmic_score(
     found: np.ndarray, f: dict[str, Any], sec: Section, signal: np.ndarray, known: np.ndarray
 ) -> dict[str, float]:
     """Events removed (every pixel above 5 sigma of local noise flagged), false pixels."""
-    label = np.zeros(found.shape, np.int32)
-    deposit = np.zeros(found.shape)
-    for i, event in enumerate(f["cosmic_rays"]["events"], start=1):
-        for (y, x), e in zip(event["pixels"], event["electrons"], strict=True):
-            y, x = y - sec.y0, x - sec.x0
-            if 0 <= y < found.shape[0] and 0 <= x < found.shape[1]:
-                label[y, x] = i
-                deposit[y, x] += e
-    noise = np.sqrt(3.89**2 + np.clip(signal, 0, None))
-    significant = (label > 0) & (deposit > 5 * noise) & ~known
-    events = np.unique(label[significant])
-    missed = np.unique(label[significant & ~found])
-    false = found & (label == 0) & ~known
-    trace = np.zeros(found.shape, bool)
-    if "trace" in f:
-        centre = np.polynomial.Polynomial(f["trace"]["coefficients"])
-        yc = centre(np.arange(found.shape[1]) + sec.x0) - sec.y0
-        width = 3.0 * f["trace"]["fwhm_px"]
-        trace = np.abs(np.arange(found.shape[0])[:, None] - yc[None, :]) <= width
+    origin = (sec.y0, sec.x0)
+    score = score_cosmic_rays(f, found, origin, known, signal, 3.89)
     return {
-        "events": len(events),
-        "missed": len(missed),
-        "removed": 1.0 - len(missed) / max(len(events), 1),
-        "false": int(false.sum()),
-        "false_on_trace": int((false & trace).sum()),
+        "events": score.events,
+        "missed": score.missed,
+        "removed": score.removed,
+        "false": int(score.false.sum()),
+        "false_on_trace": int((score.false & near_trace(f, origin, found.shape)).sum()),
     }
 
 
@@ -409,14 +394,7 @@ def assert_cosmic_quality(
 
 def known_defects(truth: dict[str, Any], header: fits.Header, shape: tuple[int, int]) -> Any:
     sec = parse_section(header["TRIMSEC"])
-    defects = truth["detector"]["readouts"][header["ROI"]]["defects"]
-    known = np.zeros(shape, bool)
-    for y, x, _ in defects["hot_pixels"]:
-        if sec.y0 <= y < sec.y1 and sec.x0 <= x < sec.x1:
-            known[y - sec.y0, x - sec.x0] = True
-    bc = defects["bad_column"]
-    known[max(bc["y_from"] - sec.y0, 0) :, bc["x"] - sec.x0] = True
-    return known, sec
+    return truth_defects(truth, header["ROI"], (sec.y0, sec.x0), shape), sec
 
 
 def test_cosmics_2x2_spectra(night2: Night, masters2: dict[str, Any]) -> None:

@@ -31,6 +31,7 @@ from ingest.reduce import (
     write_product,
 )
 from ingest.simulate import simulate_night
+from ingest.simulate_truth import known_defects, near_stars, score_cosmic_rays
 
 RDNOISE = 3.89
 
@@ -53,46 +54,20 @@ def simulate_field(out: Path, seed: int, binning: int) -> list[tuple[dict[str, A
 
 
 def image_cosmic_score(
-    found: np.ndarray, f: dict[str, Any], header: Any, defects: dict[str, Any], signal: Any
+    found: np.ndarray, f: dict[str, Any], header: Any, truth: dict[str, Any], signal: Any
 ) -> dict[str, float]:
     """Events removed (every pixel above 5 sigma of local noise flagged), false pixels, and
     false pixels within 3 FWHM of a star (all of the frame's stars, however faint)."""
     sec = parse_section(header["TRIMSEC"])
-    shape = found.shape
-    known = np.zeros(shape, bool)
-    for y, x, _ in defects["hot_pixels"]:
-        if sec.y0 <= y < sec.y1 and sec.x0 <= x < sec.x1:
-            known[y - sec.y0, x - sec.x0] = True
-    bc = defects["bad_column"]
-    if sec.x0 <= bc["x"] < sec.x1:
-        known[max(bc["y_from"] - sec.y0, 0) :, bc["x"] - sec.x0] = True
-    label = np.zeros(shape, np.int32)
-    deposit = np.zeros(shape)
-    for i, event in enumerate(f["cosmic_rays"]["events"], start=1):
-        for (y, x), e in zip(event["pixels"], event["electrons"], strict=True):
-            y, x = y - sec.y0, x - sec.x0
-            if 0 <= y < shape[0] and 0 <= x < shape[1]:
-                label[y, x] = i
-                deposit[y, x] += e
-    noise = np.sqrt(RDNOISE**2 + np.clip(signal, 0, None))
-    significant = (label > 0) & (deposit > 5 * noise) & ~known
-    events = np.unique(label[significant])
-    missed = np.unique(label[significant & ~found])
-    false = found & (label == 0) & ~known
-    near_star = np.zeros(shape, bool)
-    radius = 3.0 * f["fwhm_px"]
-    yy, xx = np.nonzero(false)
-    if yy.size and f["stars"]:
-        sy = np.array([s["y"] for s in f["stars"]]) - sec.y0
-        sx = np.array([s["x"] for s in f["stars"]]) - sec.x0
-        d = np.hypot(yy[:, None] - sy[None, :], xx[:, None] - sx[None, :])
-        near_star[yy, xx] = d.min(axis=1) <= radius
+    origin = (sec.y0, sec.x0)
+    known = known_defects(truth, header["ROI"], origin, found.shape)
+    score = score_cosmic_rays(f, found, origin, known, signal, RDNOISE)
     return {
-        "events": len(events),
-        "missed": len(missed),
-        "removed": 1.0 - len(missed) / max(len(events), 1),
-        "false": int(false.sum()),
-        "false_on_stars": int(near_star.sum()),
+        "events": score.events,
+        "missed": score.missed,
+        "removed": score.removed,
+        "false": int(score.false.sum()),
+        "false_on_stars": int(near_stars(f, origin, score.false).sum()),
     }
 
 
@@ -187,8 +162,7 @@ def test_cosmic_rays_removed_from_images(
     for f, raw, header in frames:
         cal = calibrate_frame(raw, header, cosmics=True)
         found = (cal.mask & Flag.COSMIC_RAY) != 0
-        defects = truth["detector"]["readouts"][header["ROI"]]["defects"]
-        s = image_cosmic_score(found, f, header, defects, cal.data)
+        s = image_cosmic_score(found, f, header, truth, cal.data)
         figures = cosmic_figures(s, f"{binning}x{binning} seed {seed} {f['file']}")
         assert s["events"] >= 25, figures
         if binning == 1:

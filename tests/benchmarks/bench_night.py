@@ -38,14 +38,11 @@ from typing import Any
 
 import numpy as np
 from astropy.io import fits
-
-# first: night_common puts the repository root on sys.path for ingest
 from night_common import (
     GSP_VERSION,
     READ_NOISE_E,
     ROOT,
     cosmic_quality,
-    defects,
     ensure_dcr,
     ensure_gsp_venv,
     night_dir,
@@ -54,6 +51,9 @@ from night_common import (
 
 from ingest import refdata
 from ingest.reduce import parse_section
+
+# first: night_common puts the repository root on sys.path for ingest
+from ingest.simulate_truth import known_defects
 
 COSMIC_RAY = 16  # bit of the MASK extension of vo-service's 2-D products
 BLOCK = 16  # the bias pattern is measured on 16x16-pixel block means
@@ -677,7 +677,7 @@ def main() -> None:
     )
     pattern = truth_bias_pattern(truth, roi)
     raw_shape = (readout["naxis2"], readout["naxis1"])
-    known_raw = defects(truth, roi, (0, 0), raw_shape)
+    known_raw = known_defects(truth, roi, (0, 0), raw_shape)
     notes = [
         "CPU = user+sys of the child and of the children it waited for (os.wait4); peak = "
         "its ru_maxrss. vo-service: the 'reduce' command alone (init/ingest not counted); "

@@ -33,9 +33,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-
-# first: night_common puts the repository root on sys.path for ingest
-from night_common import cosmic_quality, defects, ensure_gsp_venv, night, trim_origin
+from night_common import (
+    READ_NOISE_E,
+    cosmic_quality,
+    ensure_gsp_venv,
+    night,
+    trim_origin,
+)
 
 from ingest.reduce import (
     Flag,
@@ -48,6 +52,13 @@ from ingest.reduce import (
     parse_section,
     prepare_calibration,
     sigma_clip_combine,
+)
+
+# first: night_common puts the repository root on sys.path for ingest
+from ingest.simulate_truth import (
+    known_defects,
+    near_stars,
+    score_cosmic_rays,
 )
 
 T = TypeVar("T")
@@ -77,32 +88,13 @@ def image_cosmic_quality(
     found: np.ndarray, f: dict[str, Any], header: Any, known: np.ndarray, signal: np.ndarray
 ) -> dict[str, float]:
     """As :func:`cosmic_quality`, with false pixels within 3 FWHM of a star counted."""
-    sec = parse_section(header["TRIMSEC"])
-    label = np.zeros(found.shape, np.int32)
-    deposit = np.zeros(found.shape)
-    for i, event in enumerate(f["cosmic_rays"]["events"], start=1):
-        for (y, x), e in zip(event["pixels"], event["electrons"], strict=True):
-            y, x = y - sec.y0, x - sec.x0
-            if 0 <= y < found.shape[0] and 0 <= x < found.shape[1]:
-                label[y, x] = i
-                deposit[y, x] += e
-    noise = np.sqrt(3.89**2 + np.clip(signal, 0, None))
-    significant = (label > 0) & (deposit > 5 * noise) & ~known
-    events = np.unique(label[significant])
-    missed = np.unique(label[significant & ~found])
-    false = found & (label == 0) & ~known
-    yy, xx = np.nonzero(false)
-    on_stars = 0
-    if yy.size and f["stars"]:
-        sy = np.array([s["y"] for s in f["stars"]]) - sec.y0
-        sx = np.array([s["x"] for s in f["stars"]]) - sec.x0
-        d = np.hypot(yy[:, None] - sy[None, :], xx[:, None] - sx[None, :])
-        on_stars = int(np.sum(d.min(axis=1) <= 3.0 * f["fwhm_px"]))
+    origin = trim_origin(header)
+    score = score_cosmic_rays(f, found, origin, known, signal, READ_NOISE_E)
     return {
-        "events": len(events),
-        "missed": len(missed),
-        "false": int(false.sum()),
-        "false_stars": on_stars,
+        "events": score.events,
+        "missed": score.missed,
+        "false": int(score.false.sum()),
+        "false_stars": int(near_stars(f, origin, score.false).sum()),
     }
 
 
@@ -123,7 +115,7 @@ def image_cosmics(args: argparse.Namespace) -> None:
             repeat=2,
         )
         times.append(t_cr)
-        known = defects(truth, h["ROI"], trim_origin(h), pre.data.shape)
+        known = known_defects(truth, h["ROI"], trim_origin(h), pre.data.shape)
         q = image_cosmic_quality(found.mask, f, h, known, found.cleaned)
         for k in totals:
             totals[k] += q[k]
@@ -314,7 +306,7 @@ def main() -> None:
         )
         cr_times.append(t_cr)
         origin = trim_origin(h)
-        known = defects(truth, h["ROI"], origin, pre.data.shape) | (
+        known = known_defects(truth, h["ROI"], origin, pre.data.shape) | (
             (pre.mask & (Flag.HOT | Flag.BAD_COLUMN)) != 0
         )
         q = cosmic_quality(found.mask, f, origin, known, found.cleaned)

@@ -25,6 +25,7 @@ if str(ROOT) not in sys.path:
 from ingest.reduce import parse_section  # noqa: E402
 from ingest.simulate import simulate_night  # noqa: E402
 from ingest.simulate_detector import make_detector, make_readout  # noqa: E402
+from ingest.simulate_truth import near_trace, score_cosmic_rays  # noqa: E402
 
 GSP_VENV = Path("/tmp/gsp-venv")
 GSP_VERSION = "3.1.0"
@@ -82,45 +83,13 @@ def cosmic_quality(
     of charge; it is missed when such a pixel is not flagged. False pixels are flagged
     pixels no event touched; those within 3 FWHM of the trace centre are also counted apart.
     """
-    y0, x0 = origin
-    label = np.zeros(found.shape, np.int32)
-    deposit = np.zeros(found.shape)
-    for i, event in enumerate(f["cosmic_rays"]["events"], start=1):
-        for (y, x), e in zip(event["pixels"], event["electrons"], strict=True):
-            y, x = y - y0, x - x0
-            if 0 <= y < found.shape[0] and 0 <= x < found.shape[1]:
-                label[y, x] = i
-                deposit[y, x] += e
-    noise = np.sqrt(READ_NOISE_E**2 + np.clip(signal, 0, None))
-    significant = (label > 0) & (deposit > 5 * noise) & ~known
-    events = np.unique(label[significant])
-    missed = np.unique(label[significant & ~found])
-    false = found & (label == 0) & ~known
-    centre = np.polynomial.Polynomial(f["trace"]["coefficients"])
-    yc = centre(np.arange(found.shape[1]) + x0) - y0
-    trace = np.abs(np.arange(found.shape[0])[:, None] - yc[None, :]) <= 3 * f["trace"]["fwhm_px"]
+    score = score_cosmic_rays(f, found, origin, known, signal, READ_NOISE_E)
     return {
-        "events": len(events),
-        "missed": len(missed),
-        "false": int(false.sum()),
-        "false_trace": int((false & trace).sum()),
+        "events": score.events,
+        "missed": score.missed,
+        "false": int(score.false.sum()),
+        "false_trace": int((score.false & near_trace(f, origin, found.shape)).sum()),
     }
-
-
-def defects(
-    truth: dict[str, Any], roi: str, origin: tuple[int, int], shape: tuple[int, int]
-) -> np.ndarray:
-    """Hot pixels and the hot column of the truth, on an array starting at raw ``origin``."""
-    y0, x0 = origin
-    d = truth["detector"]["readouts"][roi]["defects"]
-    known = np.zeros(shape, bool)
-    for y, x, _ in d["hot_pixels"]:
-        if 0 <= y - y0 < shape[0] and 0 <= x - x0 < shape[1]:
-            known[y - y0, x - x0] = True
-    bc = d["bad_column"]
-    if 0 <= bc["x"] - x0 < shape[1]:
-        known[max(bc["y_from"] - y0, 0) :, bc["x"] - x0] = True
-    return known
 
 
 def truth_bias_pattern(truth: dict[str, Any], roi: str) -> np.ndarray | None:
