@@ -300,6 +300,7 @@ def _stack_inputs(
     for f in frames:
         if f.shape != shape:
             raise ValueError(f"frames differ in shape: {f.shape} vs {shape}")
+    flagged = any(f.may_flag(mask_bits) for f in frames)
     data: list[Any] = []
     var: list[Any] = []
     masks: list[Any] = []
@@ -307,16 +308,15 @@ def _stack_inputs(
         if isinstance(f, CalibratedFrame):
             data.append(f.data)
             var.append(f.variance)
-            masks.append(f.mask & np.uint16(mask_bits))
+            if flagged:
+                masks.append(f.mask & np.uint16(mask_bits))
         else:
             blocks = _Blocks(f)
             data.append(_Plane(blocks, 0))
             constant = f.constant_variance
             var.append(_Plane(blocks, 1) if constant is None else constant)
             masks.append(_Plane(blocks, 2, mask_bits))
-    if not any(f.may_flag(mask_bits) for f in frames):
-        return data, var, None
-    return data, var, masks
+    return data, var, masks if flagged else None
 
 
 def make_master_bias(
