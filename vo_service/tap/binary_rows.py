@@ -167,6 +167,7 @@ _ISO_LENGTH = {Shape.TIME: 23, Shape.DATE: 10}
 _SENT_WIDTH = {Shape.BOOL: 1, Shape.BYTE: 2, Shape.TIME: 8, Shape.DATE: 4}  # bytes PostgreSQL sends
 _ROOM = {Shape.TIME: 11, Shape.DATE: 2}
 _COUNT = 2  # a row starts with its field count, int16
+_KEPT, _TEXT = np.uint8(1), np.uint8(0x81)  # byte kinds; dropped ones are 0
 
 
 class RowPlan:
@@ -259,21 +260,11 @@ class RowPlan:
                 lengths[i] = _int32(buf, at)
             at = at + 4 + np.maximum(lengths[i], 0)
         slot_at[-1] = at
-        if self._in_place and self._ascii(buf, slot_at, lengths):
+        if self._in_place:
             out = self._rewrite(buf, total, starts, slot_at, lengths)
             if out is not None:
                 return out
         return self._gather(buf, slot_at, lengths)
-
-    def _ascii(self, buf: np.ndarray, slot_at: np.ndarray, lengths: np.ndarray) -> bool:
-        """Whether every text of the batch is ASCII: one pass over the text bytes."""
-        if not self._texts:
-            return True
-        begin = slot_at[self._texts] + 4
-        end = begin + np.maximum(lengths[self._texts], 0)
-        bounds = np.stack([begin.T, end.T], axis=-1).reshape(-1)  # rows, then fields
-        highest = np.maximum.reduceat(buf, bounds)[0::2]
-        return not (highest[(end > begin).T.reshape(-1)] >= 0x80).any()
 
     # --- in place -------------------------------------------------------------------------
 
@@ -288,31 +279,32 @@ class RowPlan:
         n = len(starts)
         work = buf[:total].copy()
         # Per row, two runs per region (the first region holds the flags): their lengths,
-        # and whether each is kept.
+        # and what each is (dropped, kept, or kept and text, to be checked for ASCII).
         runs = np.zeros((n, len(self._fields) + 1, 2), np.int64)
-        keep = np.zeros((len(self._fields) + 1, 2), bool)
+        kinds = np.zeros((len(self._fields) + 1, 2), np.uint8)
         flags = np.zeros((n, len(self._fields)), bool)
         first_end = slot_at[self._field_slots[0]]
         runs[:, 0, 0] = self._flag_bytes
         runs[:, 0, 1] = first_end - starts - self._flag_bytes
-        keep[0, 0] = True
+        kinds[0, 0] = _KEPT
         next_at = [slot_at[s] for s in self._field_slots[1:]] + [slot_at[-1]]
         for i, (field, slot) in enumerate(zip(self._fields, self._field_slots, strict=True)):
             at, length = slot_at[slot], lengths[slot]
             region = next_at[i] - at
-            r, k = runs[:, i + 1].T, keep[i + 1]
+            r, k = runs[:, i + 1].T, kinds[i + 1]
             shape = field.shape
             if shape is Shape.TEXT:
                 if field.cell.limit is not None and length.max() > field.cell.limit:
                     return None
                 nulls = length < 0
                 _put_int32(work, at[nulls], 0)
-                r[0], k[0] = region, True
+                r[0], r[1] = 4, region - 4
+                k[0], k[1] = _KEPT, _TEXT
             elif shape is Shape.ARRAY:
                 assert field.dtype is not None
                 nulls = length < 0
                 _put_int32(work, at, np.maximum(length, 0) // field.dtype.itemsize)
-                r[0], k[0] = region, True
+                r[0], k[0] = region, _KEPT
             elif shape in _ISO_LENGTH:
                 nulls = length < 0
                 iso = _iso(buf, at + 4, shape, nulls)
@@ -322,20 +314,23 @@ class RowPlan:
                 kept = np.where(nulls, 4, 4 + size)
                 _put_int32(work, at, kept - 4)
                 present = ~nulls
-                work[(at[present] + 4)[:, None] + np.arange(size)] = iso[present]
+                _scatter(work, at[present] + 4, iso[present])
                 r[0], r[1] = kept, region - kept
-                k[0] = True
+                k[0] = _KEPT
             else:
                 nulls = self._fixed(field, work, buf, at, length)
                 if self._binary2 and shape is Shape.NUMBER and field.dtype.kind == "f":  # type: ignore[union-attr]
                     nulls = nulls | _nan(buf, at + 4, field.dtype)  # type: ignore[arg-type]
                 r[0], r[1] = region - field.width, field.width
-                k[1] = True
+                k[1] = _KEPT
             flags[:, i] = nulls
         if self._flag_bytes:
-            work[starts[:, None] + np.arange(self._flag_bytes)] = np.packbits(flags, axis=1)
-        mask = np.repeat(np.tile(keep.reshape(-1), n), runs.reshape(-1))
-        return work[mask].tobytes()
+            _scatter(work, starts, np.packbits(flags, axis=1))
+        byte_kinds = np.repeat(np.tile(kinds.reshape(-1), n), runs.reshape(-1))
+        if self._texts and np.bitwise_and(work, byte_kinds).max() >= 0x80:
+            return None  # text that is not ASCII
+        keep = np.bitwise_and(byte_kinds, _KEPT, out=byte_kinds).view(np.bool_)
+        return work[keep].tobytes()
 
     def _fixed(
         self, field: _Field, work: np.ndarray, buf: np.ndarray, at: np.ndarray, length: np.ndarray
@@ -355,7 +350,7 @@ class RowPlan:
         elif nulls.any():
             assert field.dtype is not None
             blank = _element_bytes(field.dtype, _fill(field.cell.column, self._binary2))
-            work[last[:, None] + np.arange(width)] = blank
+            _scatter(work, last, np.broadcast_to(blank, (len(last), width)))
         return nulls
 
     # --- field by field -----------------------------------------------------------------
@@ -485,28 +480,34 @@ def strip_header(data: memoryview) -> memoryview:
 
 
 def _put_int32(work: np.ndarray, at: np.ndarray, values: np.ndarray | int) -> None:
-    value = np.broadcast_to(np.asarray(values, np.int64), at.shape)
-    work[at[:, None] + np.arange(4)] = _be_lengths(value)
+    _at_offsets(work, _BE_I4)[at] = values
 
 
 def _nan(buf: np.ndarray, at: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """NaN values (flagged NULL, as the Python encoder does); only likely ones are read."""
-    exponent = 0xF0 if dtype.itemsize == 8 else 0x80  # its bits in the second byte
-    likely = ((buf[at] & 0x7F) == 0x7F) & ((buf[at + 1] & exponent) == exponent)
-    result = np.zeros(len(at), bool)
-    if likely.any():
-        values = _gather(buf, at[likely], dtype.itemsize).view(dtype).reshape(-1)
-        result[likely] = np.isnan(values)
-    return result
+    """NaN values (flagged NULL, as the Python encoder does)."""
+    return np.isnan(_at_offsets(buf, dtype)[at])
 
 
 def _int32(buf: np.ndarray, at: np.ndarray) -> np.ndarray:
-    return _gather(buf, at, 4).view(_BE_I4).reshape(len(at)).astype(np.int64)
+    return _at_offsets(buf, _BE_I4)[at].astype(np.int64)
 
 
 def _gather(buf: np.ndarray, at: np.ndarray, width: int) -> np.ndarray:
     """An (n, width) byte matrix of the bytes at each offset."""
-    return buf[at[:, None] + np.arange(width)]
+    return _at_offsets(buf, np.dtype((np.void, width)))[at].view(np.uint8).reshape(-1, width)
+
+
+def _scatter(work: np.ndarray, at: np.ndarray, rows: np.ndarray) -> None:
+    """Write each row of an (n, width) byte matrix at its offset."""
+    width = rows.shape[1]
+    values = np.ascontiguousarray(rows).view(np.dtype((np.void, width))).reshape(-1)
+    _at_offsets(work, values.dtype)[at] = values
+
+
+def _at_offsets(buf: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A value of ``dtype`` starting at every byte of ``buf``: indexed by offsets, it
+    reads or writes whole values, without an index per byte (three times faster)."""
+    return np.ndarray((len(buf) - dtype.itemsize + 1,), dtype, buf, strides=(1,))
 
 
 def _element_bytes(dtype: np.dtype, value: float | int) -> np.ndarray:
@@ -546,10 +547,10 @@ def _iso(buf: np.ndarray, data: np.ndarray, shape: Shape, nulls: np.ndarray) -> 
     """ISO-8601 text (UTC) of PostgreSQL timestamps or dates; NULL rows are zero bytes."""
     present = data[~nulls]
     if shape is Shape.TIME:
-        micros = _gather(buf, present, 8).view(">i8").reshape(len(present))
+        micros = _at_offsets(buf, np.dtype(">i8"))[present]
         ms = micros // 1000 + _EPOCH_2000_MS
     else:
-        days = _gather(buf, present, 4).view(_BE_I4).reshape(len(present)).astype(np.int64)
+        days = _at_offsets(buf, _BE_I4)[present].astype(np.int64)
         ms = (days + _EPOCH_2000_DAYS) * 86_400_000
     fields = epoch_ms_fields(ms)
     if fields is None:
