@@ -620,7 +620,9 @@ def calibrate_frame(
     bias_var = pending.bias_variance
     data, variance, mask = pending.rows()
     cards = dict(pending.header_updates)
-    n_sat = int(np.count_nonzero(mask & np.uint16(Flag.SATURATED)))
+    n_sat = 0
+    if pending.raw_peak >= pending.saturation_adu:
+        n_sat = int(np.count_nonzero(mask & np.uint16(Flag.SATURATED)))
     cards["NSATURAT"] = (n_sat, "pixels flagged saturated")
 
     if bad_pixel_mask is not None:
@@ -656,12 +658,20 @@ def calibrate_frame(
         _check_shape("master flat", flat.shape, data.shape)
         flat32 = flat.astype(np.float32, copy=False)
         usable = np.isfinite(flat32) & (flat32 > 0)
-        divisor = np.where(usable, flat32, np.float32(1.0))
+        everywhere = bool(usable.all())  # a master flat is 1 where it saw no light
+        divisor = flat32 if everywhere else np.where(usable, flat32, np.float32(1.0))
         data /= divisor
-        variance /= divisor * divisor
-        if flat_var is not None:
-            variance += data * data * np.where(usable, flat_var, 0.0) / (divisor * divisor)
-        mask[~usable] |= np.uint16(Flag.UNILLUMINATED)
+        square = divisor * divisor
+        variance /= square
+        if flat_var is not None and everywhere and flat_var.dtype == np.float32:
+            term = data * data  # the expression below, without its temporaries
+            term *= flat_var
+            term /= square
+            variance += term
+        elif flat_var is not None:
+            variance += data * data * np.where(usable, flat_var, 0.0) / square
+        if not everywhere:
+            mask[~usable] |= np.uint16(Flag.UNILLUMINATED)
         if flat_mask is not None:
             mask |= flat_mask
         cards["FLATCORR"] = (True, "divided by the normalised master flat")
