@@ -651,6 +651,25 @@ def _running_mean(img: np.ndarray, width: int, axis: int) -> np.ndarray:
     return np.moveaxis(out, -1, axis)
 
 
+def _near(flags: np.ndarray, half: int) -> np.ndarray:
+    """Pixels with a flagged pixel within ``half`` columns (a dilation along x).
+
+    Grown by doubling shifts, a few boolean passes, where a running mean of the flags
+    would take float64 cumulative sums of the whole frame.
+    """
+    ny, nx = flags.shape
+    near = np.zeros((ny, nx + 2 * half), bool)  # padded: a flag near an end grows evenly
+    near[:, half : half + nx] = flags
+    reach = 0
+    while reach < half:
+        s = min(2 * reach + 1, half - reach)
+        grown = near.copy()
+        grown[:, s:] |= near[:, :-s]
+        grown[:, :-s] |= near[:, s:]
+        near, reach = grown, reach + s
+    return near[:, half : half + nx]
+
+
 def bad_pixel_mask(
     master_bias: CalibratedFrame | None = None,
     master_flat: CalibratedFrame | None = None,
@@ -694,7 +713,7 @@ def bad_pixel_mask(
     if master_flat is not None:
         flat = master_flat.data
         unlit = (master_flat.mask & np.uint16(Flag.UNILLUMINATED)) != 0
-        fully_lit = _running_mean(~unlit, response_window, axis=1) > 0.999
+        fully_lit = ~_near(unlit, response_window // 2)
         ref = _running_mean(np.where(unlit, np.float32(0.0), flat), response_window, axis=1)
         with np.errstate(all="ignore"):
             ratio = flat / ref
