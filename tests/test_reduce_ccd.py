@@ -29,6 +29,7 @@ from ingest.reduce import (
     overscan_level,
     parse_section,
     prepare_calibration,
+    product_hdul,
     read_product,
     readout_mode,
     saturation_level,
@@ -493,3 +494,52 @@ def test_product_round_trip_and_atomic_write(
         assert hdul["MASK"].header["MASKB4"] == "COSMIC_RAY"
     with pytest.raises(FileExistsError):
         write_product(path, c, header, overwrite=False)
+
+
+def test_atomic_write_is_astropys_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The writer's own encoding of plain images gives astropy's bytes (same checksum
+    timestamp), checksums astropy accepts, and the SHA-256 of the file; anything else
+    (tables, scaled integers) is left to astropy."""
+    import datetime as dt
+    import hashlib
+    import types
+
+    import astropy.io.fits.hdu.base as hdu_base
+
+    from ingest.reduce import fitsio
+
+    class Frozen(dt.datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Frozen:
+            return cls(2026, 1, 2, 3, 4, 5)
+
+    monkeypatch.setattr(fitsio, "datetime", Frozen)
+    monkeypatch.setattr(hdu_base, "datetime", types.SimpleNamespace(datetime=Frozen))
+
+    def lists(seed: int) -> list[fits.HDUList]:
+        rng = np.random.default_rng(seed)
+        out = []
+        for shape, top in (((7, 5), 3), ((40, 33), 300), ((1, 1), 2)):
+            frame = CalibratedFrame(
+                rng.normal(0, 10, shape).astype(np.float32),
+                rng.uniform(0, 10, shape).astype(np.float32),
+                rng.integers(0, top, shape).astype(np.uint16),
+            )
+            out.append(product_hdul(frame, fits.Header([("OBJECT", "x", "a target")])))
+        spectrum = fits.PrimaryHDU(rng.random(11).astype(np.float32))
+        odd = fits.ImageHDU(rng.integers(0, 2, 11).astype(np.uint8), name="MASK")
+        out.append(fits.HDUList([spectrum, odd, fits.ImageHDU(rng.random((2, 3)))]))
+        table = fits.BinTableHDU.from_columns([fits.Column("a", "E", array=np.arange(3.0))])
+        out.append(fits.HDUList([fits.PrimaryHDU(), table]))
+        return out
+
+    plain = [fitsio._plain_images(h) is not None for h in lists(1)]
+    assert plain == [True, False, True, True, False]  # uint16 masks and tables: astropy
+    for n, (ours, theirs) in enumerate(zip(lists(1), lists(1), strict=True)):
+        size, sha = fitsio.write_atomic(ours, tmp_path / f"{n}.fits")
+        data = (tmp_path / f"{n}.fits").read_bytes()
+        theirs.writeto(tmp_path / f"ref{n}.fits", checksum=True)
+        assert data == (tmp_path / f"ref{n}.fits").read_bytes()
+        assert (size, sha) == (len(data), hashlib.sha256(data).hexdigest())
+        with fits.open(tmp_path / f"{n}.fits", checksum=True) as hdul:
+            assert all(h._checksum_valid and h._datasum_valid for h in hdul)

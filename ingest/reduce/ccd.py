@@ -427,6 +427,7 @@ class PendingCalibration:
     bias_variance: np.ndarray | None
     bias_mask: np.ndarray | None
     header_updates: Cards
+    bias_defects: bool = False  # whether ``bias_mask`` has any DEFECT_FLAGS bit
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -444,39 +445,58 @@ class PendingCalibration:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Data (e-), variance (e-²) and mask of ``rows`` of the trimmed frame; ``step``
         takes every step-th column (a sample, with a stepped ``rows``)."""
+        data, variance, mask = self.block(rows, step)
+        assert variance is not None and mask is not None
+        return data, variance, mask
+
+    def block(
+        self, rows: slice = slice(None), step: int = 1, *, variance: bool = True, mask: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """:meth:`rows` computing only the planes asked for (None for the others).
+
+        A combine of biases needs neither variance (read noise alone, a number) nor mask
+        when nothing saturates, and those are most of the arithmetic of a block.
+        """
         start, stop, row_step = rows.indices(self.shape[0])
         trim = self.geometry.trimsec
         raw_rows = slice(trim.y0 + start, trim.y0 + stop, row_step)
         own = (slice(start, stop, row_step), slice(None, None, step))
         raw_t = self.raw[raw_rows, trim.x0 : trim.x1 : step]
-        if self.raw_peak >= self.saturation_adu:
-            sat = np.uint16(Flag.SATURATED)
-            mask = np.multiply(raw_t >= self.saturation_adu, sat, dtype=np.uint16)
-        else:  # nothing saturated anywhere: skip the comparison
-            mask = np.zeros(raw_t.shape, dtype=np.uint16)
-        data = raw_t.astype(np.float32)
-        data -= self.level[raw_rows, None]
+        flags = None
+        if mask:
+            if self.raw_peak >= self.saturation_adu:
+                sat = np.uint16(Flag.SATURATED)
+                flags = np.multiply(raw_t >= self.saturation_adu, sat, dtype=np.uint16)
+            else:  # nothing saturated anywhere: skip the comparison
+                flags = np.zeros(raw_t.shape, dtype=np.uint16)
+            if self.bias_defects:
+                assert self.bias_mask is not None
+                flags |= self.bias_mask[own] & np.uint16(DEFECT_FLAGS)
+        # the integers convert inside the subtraction: no float copy of the raw block
+        data = np.subtract(raw_t, self.level[raw_rows, None], dtype=np.float32)
         data *= np.float32(self.geometry.gain)
         if self.bias is not None:
             data -= self.bias[own].astype(np.float32, copy=False)
-        if self.bias_mask is not None:
-            mask |= self.bias_mask[own] & np.uint16(DEFECT_FLAGS)
-        read_var = np.float32(self.geometry.read_noise**2)
-        if self.shot_noise:
-            variance = np.maximum(data, np.float32(0.0))
-            variance += read_var
-        else:
-            variance = np.full(data.shape, read_var, dtype=np.float32)
-        if self.bias_variance is not None:
-            variance += self.bias_variance[own].astype(np.float32, copy=False)
-        return data, variance, mask
+        var = None
+        if variance:
+            read_var = np.float32(self.geometry.read_noise**2)
+            if self.shot_noise:
+                var = np.maximum(data, np.float32(0.0))
+                var += read_var
+            else:
+                var = np.full(data.shape, read_var, dtype=np.float32)
+            if self.bias_variance is not None:
+                var += self.bias_variance[own].astype(np.float32, copy=False)
+        return data, var, flags
 
     def may_flag(self, bits: int) -> bool:
         """Whether any pixel of the mask can carry one of ``bits``."""
         if bits & Flag.SATURATED and self.raw_peak >= self.saturation_adu:
             return True
         defects = np.uint16(bits & DEFECT_FLAGS)
-        return bool(defects and self.bias_mask is not None and np.any(self.bias_mask & defects))
+        return bool(
+            defects and self.bias_defects and np.any(self.bias_mask & defects)  # type: ignore[operator]
+        )
 
     def count_saturated(self) -> int:
         """Saturated pixels that are not known defects, counted on the raw integers."""
@@ -544,7 +564,15 @@ def prepare_calibration(
         bias_variance=bias_var,
         bias_mask=bias_mask,
         header_updates=cards,
+        bias_defects=_any_bits(bias_mask, DEFECT_FLAGS),
     )
+
+
+def _any_bits(mask: np.ndarray | None, bits: int) -> bool:
+    """Whether any pixel of ``mask`` has one of ``bits``: one OR-reduction, no temporary."""
+    if mask is None or mask.size == 0:
+        return False
+    return bool(int(np.bitwise_or.reduce(mask, axis=None)) & int(bits))
 
 
 def calibrate_frame(
@@ -592,7 +620,9 @@ def calibrate_frame(
     bias_var = pending.bias_variance
     data, variance, mask = pending.rows()
     cards = dict(pending.header_updates)
-    n_sat = int(np.count_nonzero(mask & np.uint16(Flag.SATURATED)))
+    n_sat = 0
+    if pending.raw_peak >= pending.saturation_adu:
+        n_sat = int(np.count_nonzero(mask & np.uint16(Flag.SATURATED)))
     cards["NSATURAT"] = (n_sat, "pixels flagged saturated")
 
     if bad_pixel_mask is not None:
@@ -628,12 +658,20 @@ def calibrate_frame(
         _check_shape("master flat", flat.shape, data.shape)
         flat32 = flat.astype(np.float32, copy=False)
         usable = np.isfinite(flat32) & (flat32 > 0)
-        divisor = np.where(usable, flat32, np.float32(1.0))
+        everywhere = bool(usable.all())  # a master flat is 1 where it saw no light
+        divisor = flat32 if everywhere else np.where(usable, flat32, np.float32(1.0))
         data /= divisor
-        variance /= divisor * divisor
-        if flat_var is not None:
-            variance += data * data * np.where(usable, flat_var, 0.0) / (divisor * divisor)
-        mask[~usable] |= np.uint16(Flag.UNILLUMINATED)
+        square = divisor * divisor
+        variance /= square
+        if flat_var is not None and everywhere and flat_var.dtype == np.float32:
+            term = data * data  # the expression below, without its temporaries
+            term *= flat_var
+            term /= square
+            variance += term
+        elif flat_var is not None:
+            variance += data * data * np.where(usable, flat_var, 0.0) / square
+        if not everywhere:
+            mask[~usable] |= np.uint16(Flag.UNILLUMINATED)
         if flat_mask is not None:
             mask |= flat_mask
         cards["FLATCORR"] = (True, "divided by the normalised master flat")

@@ -116,11 +116,21 @@ def sigma_clip_combine(
     step = int(max(1, min(ny, chunk_bytes // max(n * nx * 4 * 3, 1))))
     trim_factor = _trimmed_std_factor(n) if n >= 4 else 1.0
     lo_k, hi_k = np.float32(sigma_low), np.float32(sigma_high)
+    # variances that are numbers (a bias: read noise alone) are summed once, in the order
+    # and precision the per-pixel sum would use, and stay numbers
+    constant_var = None
+    if variances is not None and not any(np.ndim(v) for v in variances):
+        acc = np.float32(0.0)
+        for i, v in enumerate(variances):
+            acc = np.float32(acc + np.float32(v) * inv[i] ** 2)
+        constant_var = np.float32(acc / np.float32(n))
+    # one stack buffer for all chunks: fresh memory per chunk costs page faults
+    stack_buf = np.empty((n, step, nx), np.float32)
 
     for r0 in range(0, ny, step):
         rows = slice(r0, min(ny, r0 + step))
         m = rows.stop - rows.start
-        stack = np.empty((n, m, nx), np.float32)
+        stack = stack_buf[:, :m]
         for i, f in enumerate(frames):
             stack[i] = f[rows]
             if scales is not None:
@@ -129,13 +139,14 @@ def sigma_clip_combine(
         if masks is not None:
             for mk in masks:
                 suspect |= np.asarray(mk[rows]) != 0
-        var_mean = None
-        if variances is not None:
+        var_mean: np.ndarray | np.float32 | None = constant_var
+        if variances is not None and constant_var is None:
             var_mean = np.zeros((m, nx), np.float32)
             for i, v in enumerate(variances):
                 var_mean += (_rows(v, rows) if np.ndim(v) else np.float32(v)) * inv[i] ** 2
             var_mean /= np.float32(n)
 
+        value = out[rows]
         total = stack.sum(axis=0)
         lowest, highest = stack.min(axis=0), stack.max(axis=0)
         if n >= 4:
@@ -148,60 +159,78 @@ def sigma_clip_combine(
             sigma = _trimmed_sigma(stack, np.ones(stack.shape, bool), centre)
             sigma *= np.float32(trim_factor)
         # a value beyond the clip range exists exactly when the extremes are beyond it
-        suspect |= (highest - centre > hi_k * sigma) | (centre - lowest > lo_k * sigma)
+        highest -= centre
+        np.subtract(centre, lowest, out=lowest)
+        suspect |= highest > hi_k * sigma
+        suspect |= lowest > lo_k * sigma
 
-        value = np.median(stack, axis=0) if method == "median" else total / np.float32(n)
-        vout = (var_mean if var_mean is not None else sigma * sigma) / np.float32(n)
-        cnt = np.full((m, nx), n, np.uint16)
+        if method == "median":
+            value[...] = np.median(stack, axis=0)
+        else:
+            np.divide(total, np.float32(n), out=value)
+        out_var[rows] = (var_mean if var_mean is not None else sigma * sigma) / np.float32(n)
+        n_used[rows] = n
 
-        iy, ix = np.nonzero(suspect)
-        if iy.size:
-            sub = stack[:, iy, ix]
-            valid = np.ones(sub.shape, bool)
+        idx = np.flatnonzero(suspect)
+        if idx.size:
+            sub = np.take(stack.reshape(n, -1), idx, axis=1)
+            valid = None
             if masks is not None:
-                valid = np.stack([np.asarray(mk[rows])[iy, ix] == 0 for mk in masks])
-            if variances is not None:
-                sub_var = np.stack(
-                    [
-                        (_rows(v, rows)[iy, ix] if np.ndim(v) else np.full(iy.size, v, np.float32))
-                        * inv[i] ** 2
-                        for i, v in enumerate(variances)
-                    ]
-                )
+                valid = np.stack([np.asarray(mk[rows]).ravel()[idx] == 0 for mk in masks])
+            sub_var: np.ndarray
+            if constant_var is not None:
+                assert variances is not None
+                sub_var = np.array([[np.float32(v) * inv[i] ** 2] for i, v in enumerate(variances)])
+            elif variances is not None:
+                sub_var = np.empty(sub.shape, np.float32)
+                for i, v in enumerate(variances):
+                    if np.ndim(v):
+                        np.multiply(_rows(v, rows).ravel()[idx], inv[i] ** 2, out=sub_var[i])
+                    else:
+                        sub_var[i] = np.float32(v) * inv[i] ** 2
             else:
-                sub_var = np.broadcast_to(sigma[iy, ix] ** 2, sub.shape)
+                sub_var = np.broadcast_to(np.asarray(sigma).ravel()[idx] ** 2, sub.shape)
             val, var_s, cnt_s, rej = _clip_subset(
                 sub, valid, sub_var, lo_k, hi_k, iterations, method
             )
-            value[iy, ix] = val
-            vout[iy, ix] = var_s
-            cnt[iy, ix] = cnt_s
+            value.reshape(-1)[idx] = val
+            out_var[rows].reshape(-1)[idx] = var_s
+            n_used[rows].reshape(-1)[idx] = cnt_s
             n_rejected += rej
-        out[rows] = value
-        out_var[rows] = vout
-        n_used[rows] = cnt
     return Combined(out, out_var, n_used, n_rejected)
 
 
 def _clip_subset(
     stack: np.ndarray,
-    valid: np.ndarray,
+    valid: np.ndarray | None,
     var: np.ndarray,
     lo_k: np.float32,
     hi_k: np.float32,
     iterations: int,
     method: str,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Iterative clipping of the (n, m) values of the suspect pixels."""
+    """Iterative clipping of the (n, m) values of the suspect pixels.
+
+    ``valid`` None means every value is usable; ``var`` may be (n, 1), one variance per
+    frame.
+    """
     n = stack.shape[0]
-    sigma = np.sqrt(np.where(valid, var, 0).sum(0) / np.maximum(valid.sum(0), 1))
+    var = np.broadcast_to(var, stack.shape)
+    if valid is None:
+        sigma = np.sqrt(var.sum(0).astype(np.float64) / n)
+    else:
+        sigma = np.sqrt(np.where(valid, var, 0).sum(0) / np.maximum(valid.sum(0), 1))
     centre = _robust_centre(stack, valid)
-    keep = valid
+    hi_s, lo_s = hi_k * sigma, -lo_k * sigma
+    keep = np.ones(stack.shape, bool) if valid is None else valid
     for _ in range(max(iterations, 1)):
         dev = stack - centre
-        keep = valid & (dev <= hi_k * sigma) & (dev >= -lo_k * sigma)
+        keep = dev <= hi_s
+        keep &= dev >= lo_s
+        if valid is not None:
+            keep &= valid
         cnt = keep.sum(axis=0)
-        total = np.where(keep, stack, 0.0).sum(axis=0, dtype=np.float64)
+        total = np.where(keep, stack, np.float32(0.0)).sum(axis=0, dtype=np.float64)
         centre = np.where(cnt > 0, total / np.maximum(cnt, 1), centre).astype(np.float32)
     cnt = keep.sum(axis=0)
     if method == "median":
@@ -210,17 +239,25 @@ def _clip_subset(
     else:
         value = centre
     empty = cnt == 0
-    value = np.where(empty, np.median(stack, axis=0), value).astype(np.float32)
-    kept_var = np.where(keep, var, 0.0).sum(axis=0)
-    v = np.where(empty, np.mean(var, axis=0) / n, kept_var / np.maximum(cnt, 1) ** 2)
+    kept_var = np.where(keep, var, np.float32(0.0)).sum(axis=0)
+    v = kept_var / np.maximum(cnt, 1) ** 2
+    if empty.any():
+        value = np.where(empty, np.median(stack, axis=0), value)
+        v = np.where(empty, np.mean(var, axis=0) / n, v)
+    value = value.astype(np.float32)
     if method == "median":
         v = v * np.pi / 2
     return value, v.astype(np.float32), cnt.astype(np.uint16), int(keep.size - keep.sum())
 
 
-def _robust_centre(stack: np.ndarray, valid: np.ndarray) -> np.ndarray:
+def _robust_centre(stack: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
     """Per-pixel mean without the lowest and highest valid value (median for n < 4)."""
     n = stack.shape[0]
+    if valid is None:
+        if n >= 4:
+            total = stack.sum(axis=0, dtype=np.float64)
+            return ((total - stack.max(axis=0) - stack.min(axis=0)) / (n - 2)).astype(np.float32)
+        valid = np.ones(stack.shape, bool)
     if n < 3:
         return (np.where(valid, stack, 0).sum(0) / np.maximum(valid.sum(0), 1)).astype(np.float32)
     if n == 3:
@@ -257,17 +294,20 @@ class _Blocks:
 
     The combine asks for a block's data, variance and mask separately (and the suspect
     pixels' values again); a pending calibration would otherwise redo the block each time.
+    Only the planes the combine will read are computed.
     """
 
-    def __init__(self, source: FrameSource) -> None:
+    def __init__(self, source: PendingCalibration, variance: bool, mask: bool) -> None:
         self.source = source
+        self.variance, self.mask = variance, mask
         self._rows: tuple[int, int] | None = None
-        self._planes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._planes: tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None = None
 
-    def planes(self, rows: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def planes(self, rows: slice) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         key = (rows.start, rows.stop)
         if self._planes is None or key != self._rows:
-            self._rows, self._planes = key, self.source.rows(rows)
+            self._rows = key
+            self._planes = self.source.block(rows, variance=self.variance, mask=self.mask)
         return self._planes
 
 
@@ -282,6 +322,7 @@ class _Plane:
 
     def __getitem__(self, rows: slice) -> np.ndarray:
         plane = self.blocks.planes(rows)[self.index]
+        assert plane is not None
         return plane if self.bits is None else plane & np.uint16(self.bits)
 
 
@@ -311,9 +352,9 @@ def _stack_inputs(
             if flagged:
                 masks.append(f.mask & np.uint16(mask_bits))
         else:
-            blocks = _Blocks(f)
-            data.append(_Plane(blocks, 0))
             constant = f.constant_variance
+            blocks = _Blocks(f, variance=constant is None, mask=flagged)
+            data.append(_Plane(blocks, 0))
             var.append(_Plane(blocks, 1) if constant is None else constant)
             masks.append(_Plane(blocks, 2, mask_bits))
     return data, var, masks if flagged else None
@@ -401,7 +442,11 @@ def _survey(frame: FrameSource) -> _Survey:
     median over a million lit pixels, and a pending calibration computes only it.
     """
     ny, nx = frame.shape
-    data, _, mask = frame.rows(slice(None, None, 2), step=2)
+    if isinstance(frame, PendingCalibration):
+        data, _, mask = frame.block(slice(None, None, 2), step=2, variance=False)
+        assert mask is not None
+    else:
+        data, _, mask = frame.rows(slice(None, None, 2), step=2)
     level, _ = _illuminated_level(data, mask & np.uint16(DEFECT_FLAGS))
     return _Survey(frame.count_saturated(), ny * nx, bool(np.any(data > 0)), level)
 
@@ -493,8 +538,8 @@ def make_master_flat(
         shape = response[None, :] if dispersion_axis == 1 else response[:, None]
         with np.errstate(divide="ignore", invalid="ignore"):
             safe = np.where(shape > 0, shape, np.inf).astype(np.float32)
-            flat = flat / safe
-            fvar = fvar / (safe * safe)
+            flat /= safe  # the combine's own arrays: divided in place
+            fvar /= safe * safe
         meta["lit_rows"] = lit_rows
         meta["order"] = order
     level, _ = _illuminated_level(flat)
@@ -503,14 +548,13 @@ def make_master_flat(
         # one set of lit pixels both defines the normalisation and gets the flat: its
         # mean is exactly 1, everything else is UNILLUMINATED
         lit_mean = float(np.mean(flat[~unlit])) if np.any(~unlit) else 1.0
-        flat = flat / np.float32(lit_mean)
-        fvar = fvar / np.float32(lit_mean**2)
+        flat /= np.float32(lit_mean)
+        fvar /= np.float32(lit_mean**2)
         meta["norm"] = lit_mean
-    mask = np.zeros(flat.shape, np.uint16)
-    mask[unlit] = np.uint16(Flag.UNILLUMINATED)
+    mask = np.multiply(unlit, np.uint16(Flag.UNILLUMINATED), dtype=np.uint16)
     mask[comb.n_used == 0] |= np.uint16(Flag.SATURATED)
-    flat = np.where(unlit, np.float32(1.0), flat).astype(np.float32)
-    fvar = np.where(unlit, np.float32(0.0), fvar).astype(np.float32)
+    np.copyto(flat, np.float32(1.0), where=unlit)
+    np.copyto(fvar, np.float32(0.0), where=unlit)
     cards: Cards = {
         "NCOMBINE": (len(good), "flat frames combined"),
         "NREJFLAT": (len(rejected), "flat frames rejected (saturation)"),
@@ -607,6 +651,25 @@ def _running_mean(img: np.ndarray, width: int, axis: int) -> np.ndarray:
     return np.moveaxis(out, -1, axis)
 
 
+def _near(flags: np.ndarray, half: int) -> np.ndarray:
+    """Pixels with a flagged pixel within ``half`` columns (a dilation along x).
+
+    Grown by doubling shifts, a few boolean passes, where a running mean of the flags
+    would take float64 cumulative sums of the whole frame.
+    """
+    ny, nx = flags.shape
+    near = np.zeros((ny, nx + 2 * half), bool)  # padded: a flag near an end grows evenly
+    near[:, half : half + nx] = flags
+    reach = 0
+    while reach < half:
+        s = min(2 * reach + 1, half - reach)
+        grown = near.copy()
+        grown[:, s:] |= near[:, :-s]
+        grown[:, :-s] |= near[:, s:]
+        near, reach = grown, reach + s
+    return near[:, half : half + nx]
+
+
 def bad_pixel_mask(
     master_bias: CalibratedFrame | None = None,
     master_flat: CalibratedFrame | None = None,
@@ -650,7 +713,7 @@ def bad_pixel_mask(
     if master_flat is not None:
         flat = master_flat.data
         unlit = (master_flat.mask & np.uint16(Flag.UNILLUMINATED)) != 0
-        fully_lit = _running_mean(~unlit, response_window, axis=1) > 0.999
+        fully_lit = ~_near(unlit, response_window // 2)
         ref = _running_mean(np.where(unlit, np.float32(0.0), flat), response_window, axis=1)
         with np.errstate(all="ignore"):
             ratio = flat / ref

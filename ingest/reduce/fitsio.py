@@ -18,6 +18,7 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -135,18 +136,31 @@ def write_atomic(hdul: fits.HDUList, target: Path) -> tuple[int, str]:
 
     A crash leaves either no file or the whole one, never a half-written product under
     its real name, and what a database row points at is on disk before the row exists.
+    Plain images (every 2-D product) are encoded here, each data unit converted to
+    big-endian once and checksummed and hashed from that buffer; anything else goes
+    through astropy's writer.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
+    parts = _plain_images(hdul)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     try:
         with os.fdopen(fd, "w+b") as fh:
-            hdul.writeto(fh, checksum=True, output_verify="exception")
-            fh.flush()
-            os.fsync(fh.fileno())
-            fh.seek(0)
             digest = hashlib.sha256()
-            while chunk := fh.read(1 << 20):
-                digest.update(chunk)
+            if parts is not None:
+                when = datetime.now().isoformat()[:19]  # astropy's checksum timestamp
+                for header, data in parts:
+                    for chunk in _encode_hdu(header, data, when):
+                        fh.write(chunk)
+                        digest.update(chunk)
+                fh.flush()
+                os.fsync(fh.fileno())
+            else:
+                hdul.writeto(fh, checksum=True, output_verify="exception")
+                fh.flush()
+                os.fsync(fh.fileno())
+                fh.seek(0)
+                while chunk := fh.read(1 << 20):
+                    digest.update(chunk)
             size = fh.tell()
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
@@ -155,6 +169,94 @@ def write_atomic(hdul: fits.HDUList, target: Path) -> tuple[int, str]:
             os.unlink(tmp)
         raise
     return size, digest.hexdigest()
+
+
+# FITS BITPIX of the array types stored as they are (no BZERO/BSCALE scaling)
+_BITPIX = {"u1": 8, "i2": 16, "i4": 32, "i8": 64, "f4": -32, "f8": -64}
+_BLOCK = 2880
+
+
+def _plain_images(hdul: fits.HDUList) -> list[tuple[fits.Header, np.ndarray | None]] | None:
+    """Header and data of every HDU when all are unscaled images whose header already
+    describes their data (as astropy builds them from arrays); otherwise None."""
+    parts: list[tuple[fits.Header, np.ndarray | None]] = []
+    for n, hdu in enumerate(hdul):
+        if type(hdu) is not (fits.PrimaryHDU if n == 0 else fits.ImageHDU):
+            return None
+        header, data = hdu.header, hdu.data
+        if "BZERO" in header or "BSCALE" in header or "BLANK" in header:
+            return None
+        if data is None:
+            if header.get("NAXIS") != 0:
+                return None
+        else:
+            code = data.dtype.kind + str(data.dtype.itemsize)
+            if (
+                _BITPIX.get(code) != header.get("BITPIX")
+                or header.get("NAXIS") != data.ndim
+                or any(header.get(f"NAXIS{i}") != s for i, s in enumerate(data.shape[::-1], 1))
+            ):
+                return None
+        parts.append((header, data))
+    if len(parts) > 1:  # extensions follow: EXTEND = T, where astropy puts it
+        primary = parts[0][0]
+        if "EXTEND" not in primary:
+            naxis = primary["NAXIS"]
+            primary.set("EXTEND", True, after=f"NAXIS{naxis}" if naxis else "NAXIS")
+        elif not primary["EXTEND"]:
+            primary["EXTEND"] = True
+    return parts
+
+
+def _encode_hdu(header: fits.Header, data: np.ndarray | None, when: str) -> list[Any]:
+    """Header block and data unit of one HDU with its CHECKSUM and DATASUM cards, set as
+    astropy's ``add_checksum`` sets them (same places, values and comments)."""
+    chunks: list[Any] = []
+    datasum = 0
+    if data is not None and data.size:
+        big = np.ascontiguousarray(data, dtype=data.dtype.newbyteorder(">"))
+        raw = big.reshape(-1).view(np.uint8)
+        datasum = _ones_complement_sum(raw)
+        pad = -raw.size % _BLOCK
+        chunks = [raw, bytes(pad)] if pad else [raw]
+    header["DATASUM"] = (str(datasum), f"data unit checksum updated {when}")
+    header.set("CHECKSUM", "0" * 16, f"HDU checksum updated {when}", before="DATASUM")
+    text = header.tostring().encode("ascii")
+    total = _ones_complement_sum(np.frombuffer(text, np.uint8), datasum)
+    header["CHECKSUM"] = _encode_checksum(~total & 0xFFFFFFFF)
+    return [header.tostring().encode("ascii"), *chunks]
+
+
+def _ones_complement_sum(raw: np.ndarray, start: int = 0) -> int:
+    """32-bit ones' complement sum of big-endian words (the FITS checksum arithmetic);
+    a last partial word is padded with zeros."""
+    s = start
+    whole = raw.size - raw.size % 4
+    if whole < raw.size:
+        s += int.from_bytes(bytes(raw[whole:]) + bytes(4 - raw.size + whole), "big")
+    s += int(raw[:whole].view(">u4").sum(dtype=np.uint64))
+    while s >> 32:
+        s = (s & 0xFFFFFFFF) + (s >> 32)
+    return s
+
+
+_EXCLUDED = frozenset(b":;<=>?@[\\]^_`")  # punctuation the checksum text must avoid
+
+
+def _encode_checksum(value: int) -> str:
+    """The 16-character ASCII form of a checksum (FITS checksum convention, A.7.2)."""
+    asc = [0] * 16
+    for i in range(4):
+        byte = (value >> (24 - 8 * i)) & 0xFF
+        quotient, remainder = byte // 4 + ord("0"), byte % 4
+        ch = [quotient + remainder, quotient, quotient, quotient]
+        for j in (0, 2):
+            while ch[j] in _EXCLUDED or ch[j + 1] in _EXCLUDED:
+                ch[j] += 1
+                ch[j + 1] -= 1
+        for j in range(4):
+            asc[4 * j + i] = ch[j]
+    return bytes(asc[(i + 15) % 16] for i in range(16)).decode("ascii")
 
 
 def read_product(path: str | os.PathLike[str]) -> tuple[CalibratedFrame, fits.Header]:

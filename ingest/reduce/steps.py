@@ -104,23 +104,50 @@ class Calibrated:
 def read_raw(path: str) -> RawFrame:
     """The raw pixels as unsigned integers, as astropy would scale them.
 
-    Goodman frames store unsigned 16-bit counts the FITS way (signed, BZERO = 32768);
-    flipping the sign bit of the big-endian words gives the same uint16 values in one
-    pass, where astropy's scaling takes three.
+    Goodman frames store unsigned 16-bit counts the FITS way (signed, BZERO = 32768):
+    those are read straight into one array whose bytes are swapped and sign bit flipped
+    in place, which gives astropy's uint16 values without its copies. Other encodings go
+    through astropy's own scaling.
     """
-    with fits.open(path, memmap=False, do_not_scale_image_data=True) as hdul:
-        header = hdul[0].header
-        data = hdul[0].data
-        if (
-            data is not None
-            and header.get("BITPIX") == 16
-            and header.get("BZERO") == 32768
-            and header.get("BSCALE", 1) == 1
-            and "BLANK" not in header
-        ):
-            return RawFrame(data.view(">u2") ^ np.uint16(0x8000), header.copy())
+    with open(path, "rb") as fh:
+        header = _primary_header(fh)
+        if header is not None and _unsigned16(header):
+            shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
+            data = np.fromfile(fh, dtype=">u2", count=shape[0] * shape[1])
+            if data.size == shape[0] * shape[1]:
+                data = data.byteswap(inplace=True).view(data.dtype.newbyteorder())
+                data ^= np.uint16(0x8000)
+                return RawFrame(data.reshape(shape), header)
     with fits.open(path, memmap=False) as hdul:
         return RawFrame(np.asarray(hdul[0].data), hdul[0].header.copy())
+
+
+def _primary_header(fh: Any) -> fits.Header | None:
+    """The primary header, leaving ``fh`` at the start of its data; None if unreadable."""
+    blocks = []
+    while block := fh.read(2880):
+        if len(block) < 2880:
+            return None
+        blocks.append(block)
+        if any(block[i : i + 8] == b"END     " for i in range(0, 2880, 80)):
+            try:
+                return fits.Header.fromstring(b"".join(blocks).decode("ascii"))
+            except (UnicodeDecodeError, ValueError):
+                return None
+    return None
+
+
+def _unsigned16(header: fits.Header) -> bool:
+    """Whether the primary array is a plain 2-D image of unsigned 16-bit counts."""
+    return (
+        header.get("SIMPLE") is True
+        and header.get("BITPIX") == 16
+        and header.get("NAXIS") == 2
+        and header.get("BZERO") == 32768
+        and header.get("BSCALE", 1) == 1
+        and "BLANK" not in header
+        and not header.get("GROUPS", False)
+    )
 
 
 def read_header(path: str) -> fits.Header:
