@@ -31,15 +31,35 @@ stays integral as in PostgreSQL; the coordinate-system argument must denote ICRS
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from vo_service.adql.ast import Query
 from vo_service.adql.errors import ADQLError, ADQLSemanticError, ADQLSyntaxError
 from vo_service.adql.functions import UDF, UDFS
-from vo_service.adql.parser import parse
-from vo_service.adql.translator import Translator, upload_table_sql
 from vo_service.metadata import Catalog, Column, Table
+
+if TYPE_CHECKING:
+    from vo_service.adql.ast import Query
+    from vo_service.adql.parser import parse
+    from vo_service.adql.translator import upload_table_sql
+
+# The parser (lark) and the translator cost a tenth of a second to import; commands that
+# only need the reserved words or the feature list (the schema upgrade, every CLI command)
+# do not pay it.
+_LAZY = {
+    "Query": "vo_service.adql.ast",
+    "parse": "vo_service.adql.parser",
+    "upload_table_sql": "vo_service.adql.translator",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "LANGUAGE_FEATURES",
@@ -112,6 +132,9 @@ def translate(
     """
     if max_rows is not None and max_rows < 0:
         raise ValueError("max_rows must not be negative")
+    from vo_service.adql.parser import parse
+    from vo_service.adql.translator import Translator
+
     query = parse(text)
     translator = Translator(catalog, uploads or {})
     try:
