@@ -1,17 +1,15 @@
-"""BINARY2/BINARY rows straight from PostgreSQL's binary COPY, without Python values.
+"""BINARY2/BINARY rows straight from PostgreSQL's binary records, without Python values.
 
 Fetching a large result as Python tuples costs more than everything else in a dump: one
 Python object per cell, then numpy to turn them back into bytes. PostgreSQL's binary
-output is already big-endian, as VOTable is. So a large result is read with
-``COPY (…) TO STDOUT (FORMAT binary)``: one message per row, a field count, then per field
-its length (-1 for NULL) and its bytes. That is also the cheapest way for the server to
-send rows (half the time of one ``record_send`` record per row from a cursor, measured).
-Given the rows' start offsets (their lengths come free with the read), numpy walks the
-fields for all rows of a batch at once, rewrites in place only what VOTable spells
-differently (booleans, NULLs, timestamps and dates, which PostgreSQL sends as integers
-since 2000, as ISO text; the BINARY2 NULL flags) and drops the rest of the framing with
-one mask (see ``RowPlan``). Numeric arrays are turned into their element bytes by
-PostgreSQL itself.
+output is already big-endian, as VOTable is. So each row is fetched as one ``bytea``,
+``record_send(ROW(…))``: a column count, then per column its type OID, its length (-1
+for NULL) and its bytes. Given the rows' start offsets (their lengths come free with the
+fetch), numpy walks the columns for all rows of a batch at once, rewrites in place only
+what VOTable spells differently (booleans, NULLs, timestamps and dates, which PostgreSQL
+sends as integers since 2000, as ISO text; the BINARY2 NULL flags) and drops the rest of
+the record's framing with one mask (see ``RowPlan``). Numeric arrays are turned into their
+element bytes by PostgreSQL itself.
 
 The result is the byte stream the Python encoder (``votable.binary``) makes from tuples,
 which a test checks byte for byte. Types not handled here (``unicodeChar``, boolean
@@ -22,12 +20,11 @@ the caller keeps the Python encoder.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from enum import Enum
+from operator import itemgetter
 
 import numpy as np
-import psycopg
 
 from vo_service.metadata import Column
 from vo_service.votable._cells import (
@@ -56,17 +53,17 @@ _TIME_PG = frozenset({"timestamp", "timestamptz", "date"})
 _EPOCH_2000_MS = 946_684_800_000  # PostgreSQL's epoch, in ms after 1970
 _EPOCH_2000_DAYS = 10_957
 _BE_I4 = np.dtype(">i4")
-_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+_FIRST = itemgetter(0)
 
 
 class Shape(Enum):
     BOOL = "bool"
-    NUMBER = "number"  # int2, int4 (NULL fits in the length), floats (NULL sent as NaN)
+    NUMBER = "number"
     BYTE = "byte"  # unsignedByte, sent as int2
     TEXT = "text"
     TIME = "time"  # timestamp / timestamptz: int8 µs since 2000
     DATE = "date"  # int4 days since 2000
-    MARKED = "marked"  # bytea of fixed width made by PostgreSQL; NULL: a marker, the filling
+    FIXED_ARRAY = "fixed array"  # bytea of count elements, made by PostgreSQL
     ARRAY = "array"  # bytea of any number of elements
 
 
@@ -76,7 +73,6 @@ class _Field:
     cell: Cell
     sql: str
     dtype: np.dtype | None = None  # numbers and array elements, big-endian
-    width: int = 0  # VOTable bytes of a fixed-width field
 
 
 def _fill(field: Column, binary2: bool) -> float | int:
@@ -86,16 +82,9 @@ def _fill(field: Column, binary2: bool) -> float | int:
     return 0 if binary2 else INT_NULLS.get(field.datatype, 0)
 
 
-def _marked_sql(c: str, elements: str, field: Column, count: int, binary2: bool) -> str:
-    """Fixed-width bytes made by PostgreSQL. A NULL is one marker byte and the NULL filling,
-    so it is told apart by its length and already has its bytes."""
-    blank = np.tile(_element_bytes(_NUMERIC[field.datatype][1], _fill(field, binary2)), count)
-    marked = _hex(b"\x00" + blank.tobytes())
-    return f"CASE WHEN {c} IS NULL THEN {marked} ELSE {elements} END"
-
-
 def _array_sql(c: str, field: Column, cell: Cell, binary2: bool) -> str:
-    """Elements as bytes, made by PostgreSQL."""
+    """Elements as bytes, made by PostgreSQL. A NULL fixed array is one marker byte and
+    the NULL filling, so it is told apart by its length and already has its bytes."""
     pg_type, _ = _NUMERIC[field.datatype]
     send = f"{pg_type}send"
     fill = "'NaN'" if field.datatype in ("float", "double") else "0"
@@ -108,7 +97,10 @@ def _array_sql(c: str, field: Column, cell: Cell, binary2: bool) -> str:
     elements = " || ".join(
         f"{send}(CAST(coalesce({c}[{i}], {fill}) AS {pg_type}))" for i in range(1, cell.count + 1)
     )
-    return _marked_sql(c, elements, field, cell.count, binary2)
+    null_fill = _fill(field, binary2)
+    blank = np.tile(_element_bytes(_NUMERIC[field.datatype][1], null_fill), cell.count)
+    marked = _hex(b"\x00" + blank.tobytes())
+    return f"CASE WHEN {c} IS NULL THEN {marked} ELSE {elements} END"
 
 
 def _hex(data: bytes) -> str:
@@ -118,39 +110,26 @@ def _hex(data: bytes) -> str:
 _ARRAY_INLINE = 16  # longest fixed array whose elements are sent one by one
 
 
-def _scalar(c: str, field: Column, cell: Cell, pg: str, binary2: bool) -> _Field | None:
-    if field.datatype == "boolean":
-        return _Field(Shape.BOOL, cell, c, width=1) if pg == "bool" else None
-    if pg not in _NUMERIC_PG:
-        return None
-    if field.datatype == "unsignedByte":
-        return _Field(Shape.BYTE, cell, f"CAST({c} AS int2)", width=1)
-    if field.datatype not in _NUMERIC:
-        return None
-    pg_type, dtype = _NUMERIC[field.datatype]
-    value = f"CAST({c} AS {pg_type})"
-    if dtype.kind == "f":  # NaN is how both BINARY and BINARY2 write a NULL float
-        return _Field(Shape.NUMBER, cell, f"coalesce({value}, 'NaN')", dtype, dtype.itemsize)
-    if dtype.itemsize > 4:  # a NULL's length alone has no room for its 8 bytes
-        sql = _marked_sql(c, f"int8send({value})", field, 1, binary2)
-        return _Field(Shape.MARKED, cell, sql, dtype, dtype.itemsize)
-    return _Field(Shape.NUMBER, cell, value, dtype, dtype.itemsize)
-
-
 def _field(c: str, field: Column, pg: str, binary2: bool) -> _Field | None:
     cell = plan(field)
     if cell.kind is Kind.SCALAR:
-        return _scalar(c, field, cell, pg, binary2)
+        if field.datatype == "boolean":
+            return _Field(Shape.BOOL, cell, c) if pg == "bool" else None
+        if pg not in _NUMERIC_PG:
+            return None
+        if field.datatype == "unsignedByte":
+            return _Field(Shape.BYTE, cell, f"CAST({c} AS int2)")
+        if field.datatype not in _NUMERIC:
+            return None
+        pg_type, dtype = _NUMERIC[field.datatype]
+        return _Field(Shape.NUMBER, cell, f"CAST({c} AS {pg_type})", dtype)
     if cell.kind is Kind.ARRAY:
         if pg not in _ARRAY_PG or field.datatype not in _NUMERIC:
             return None
         if cell.count is not None and cell.count > _ARRAY_INLINE:
             return None
-        dtype = _NUMERIC[field.datatype][1]
-        sql = _array_sql(c, field, cell, binary2)
-        if cell.count is None:
-            return _Field(Shape.ARRAY, cell, sql, dtype)
-        return _Field(Shape.MARKED, cell, sql, dtype, dtype.itemsize * cell.count)
+        shape = Shape.ARRAY if cell.count is None else Shape.FIXED_ARRAY
+        return _Field(shape, cell, _array_sql(c, field, cell, binary2), _NUMERIC[field.datatype][1])
     if cell.unicode:
         return None
     if pg in _TIME_PG and field.xtype == "timestamp" and cell.iso_fast:
@@ -161,54 +140,52 @@ def _field(c: str, field: Column, pg: str, binary2: bool) -> _Field | None:
 
 
 # Room a field's region must have for its VOTable bytes, made with constant filler
-# columns (each adds a length, 4 bytes, plus its own bytes): a timestamp's 12 bytes
-# (length, value) grow into 4 + 23, a date's 8 into 4 + 10.
+# columns (each adds a type OID and a length, 8 bytes, plus its own bytes): a timestamp's
+# 16 bytes (OID, length, value) grow into 4 + 23, a date's 12 into 4 + 10.
 _ISO_LENGTH = {Shape.TIME: 23, Shape.DATE: 10}
 _SENT_WIDTH = {Shape.BOOL: 1, Shape.BYTE: 2, Shape.TIME: 8, Shape.DATE: 4}  # bytes PostgreSQL sends
-_ROOM = {Shape.TIME: 11, Shape.DATE: 2}
-_COUNT = 2  # a row starts with its field count, int16
-_KEPT, _TEXT = np.uint8(1), np.uint8(0x81)  # byte kinds; dropped ones are 0
+_ROOM = {Shape.TIME: 3, Shape.DATE: 0}
 
 
 class RowPlan:
-    """How one result's rows are fetched by COPY and turned into VOTable bytes.
+    """How one result's rows are fetched as records and turned into VOTable bytes.
 
-    The row has a slot per field, plus filler slots that make room where VOTable needs
-    more bytes than PostgreSQL sends: a first one for the BINARY2 NULL flags when the
-    row's field count has too few bytes for them, and one after each timestamp or date.
-    A batch is then encoded by rewriting values in place (booleans, NULLs, timestamps,
-    flags) and dropping the lengths that VOTable has no use for with one boolean mask over
-    the whole batch. A batch whose text is not ASCII or longer than declared goes the
-    longer way, field by field (``_gather``).
+    The record has a slot per field, plus filler slots that make room where VOTable
+    needs more bytes than PostgreSQL sends: a first one for the BINARY2 NULL flags, and
+    one after each timestamp. A batch is then encoded by rewriting values in place
+    (booleans, NULLs, timestamps, flags) and dropping the type OIDs and lengths that
+    VOTable has no use for with one boolean mask over the whole batch. A batch whose text
+    is not ASCII or longer than declared goes the longer way, field by field (``_gather``).
     """
 
     def __init__(self, fields: Sequence[_Field], binary2: bool) -> None:
         self._fields = list(fields)
         self._binary2 = binary2
         self._flag_bytes = (len(fields) + 7) // 8 if binary2 else 0
-        self._slots: list[str] = []
+        # the first region is the column count (4) plus a filler slot: 12 bytes and more
+        room = max(0, self._flag_bytes - 12)
+        filler = _hex(bytes(room))
         # what a slot's length can be: -1 or a known width, ("const", n), or anything (None)
-        self._slot_widths: list[int | tuple[str, int] | None] = []
-        if self._flag_bytes > _COUNT:
-            room = max(0, self._flag_bytes - _COUNT - 4)
-            self._slots.append(_hex(bytes(room)))
-            self._slot_widths.append(("const", room))
-        self._field_slots: list[int] = []
+        self._slot_widths: list[int | tuple[str, int] | None] = [("const", room)]
+        texts = [f.sql for f in self._fields if f.shape is Shape.TEXT]
+        if texts:
+            # The first filler is NULL when some text of the row is not ASCII: PostgreSQL
+            # knows that cheaply (bytes against characters); such a batch goes field by field.
+            joined = f"concat({', '.join(texts)})"
+            filler = f"CASE WHEN octet_length({joined}) = char_length({joined}) THEN {filler} END"
+            self._slot_widths[0] = None
+        self._slots = [filler]
+        self._field_slots = []
         for field in self._fields:
             self._field_slots.append(len(self._slots))
             self._slots.append(field.sql)
-            sent = _SENT_WIDTH.get(field.shape)
-            if field.shape is Shape.NUMBER:
-                sent = field.width
-            self._slot_widths.append(sent)
+            self._slot_widths.append(
+                _SENT_WIDTH.get(field.shape)
+                or (field.dtype.itemsize if field.shape is Shape.NUMBER and field.dtype else None)
+            )
             if field.shape in _ROOM:
                 self._slots.append(_hex(bytes(_ROOM[field.shape])))
                 self._slot_widths.append(("const", _ROOM[field.shape]))
-        self._texts = [
-            slot
-            for field, slot in zip(self._fields, self._field_slots, strict=True)
-            if field.shape is Shape.TEXT
-        ]
         self._in_place = all(
             f.shape is not Shape.TEXT or f.cell.count is None for f in self._fields
         )
@@ -227,41 +204,39 @@ class RowPlan:
         return cls(fields, binary2) if fields else None
 
     def sql(self, query: str) -> str:
-        """The COPY of the query's rows; fenced (``OFFSET 0``) so expressions run once and
-        renamed positionally so duplicate output names do not matter."""
+        """The query as one record per row; fenced (``OFFSET 0``) so expressions run once
+        and renamed positionally so duplicate output names do not matter."""
         names = ", ".join(f"c{i}" for i in range(len(self._fields)))
         return (
-            f"COPY (SELECT {', '.join(self._slots)} "
-            f"FROM (SELECT * FROM ({query}) AS i OFFSET 0) AS q({names})) "
-            "TO STDOUT (FORMAT binary)"
+            f"SELECT record_send(ROW({', '.join(self._slots)})) "
+            f"FROM (SELECT * FROM ({query}) AS i OFFSET 0) AS q({names})"
         )
 
-    def encode(self, rows: Sequence[bytes | memoryview]) -> bytes:
-        """The VOTable bytes (not yet base64) of a batch of rows as COPY sent them."""
+    def encode(self, rows: Sequence[tuple[bytes]]) -> bytes:
+        """The VOTable bytes (not yet base64) of a batch of fetched records."""
         n = len(rows)
         if not n:
             return b""
-        sizes = np.fromiter(map(len, rows), np.int64, n)
-        total = int(sizes.sum())
-        # one spare byte, so that text running to the very end can be checked for ASCII
-        buf = np.frombuffer(b"".join([*rows, b"\0"]), np.uint8)
+        blobs = list(map(_FIRST, rows))
+        sizes = np.fromiter(map(len, blobs), np.int64, n)
+        buf = np.frombuffer(b"".join(blobs), np.uint8)
         starts = np.cumsum(sizes) - sizes
-        # Every slot's start (its length) and length, walked for all rows at once.
+        # Every slot's start (its type OID) and length, walked for all rows at once.
         slot_at = np.empty((len(self._slots) + 1, n), np.int64)
         lengths = np.empty((len(self._slots), n), np.int64)
-        at = starts + _COUNT
+        at = starts + 4
         for i, width in enumerate(self._slot_widths):
             slot_at[i] = at
             if isinstance(width, tuple):  # a filler: known length
                 lengths[i] = width[1]
             elif width is not None:  # a fixed-width value or NULL: the sign byte says which
-                lengths[i] = np.where(buf[at] == 0xFF, -1, width)
+                lengths[i] = np.where(buf[at + 4] == 0xFF, -1, width)
             else:
-                lengths[i] = _int32(buf, at)
-            at = at + 4 + np.maximum(lengths[i], 0)
+                lengths[i] = _int32(buf, at + 4)
+            at = at + 8 + np.maximum(lengths[i], 0)
         slot_at[-1] = at
         if self._in_place:
-            out = self._rewrite(buf, total, starts, slot_at, lengths)
+            out = self._rewrite(buf, starts, slot_at, lengths)
             if out is not None:
                 return out
         return self._gather(buf, slot_at, lengths)
@@ -269,45 +244,43 @@ class RowPlan:
     # --- in place -------------------------------------------------------------------------
 
     def _rewrite(
-        self,
-        buf: np.ndarray,
-        total: int,
-        starts: np.ndarray,
-        slot_at: np.ndarray,
-        lengths: np.ndarray,
+        self, buf: np.ndarray, starts: np.ndarray, slot_at: np.ndarray, lengths: np.ndarray
     ) -> bytes | None:
         n = len(starts)
-        work = buf[:total].copy()
-        # Per row, two runs per region (the first region holds the flags): their lengths,
-        # and what each is (dropped, kept, or kept and text, to be checked for ASCII).
-        runs = np.zeros((n, len(self._fields) + 1, 2), np.int64)
-        kinds = np.zeros((len(self._fields) + 1, 2), np.uint8)
+        work = buf.copy()
+        # Per row, three runs per region (the first region holds the flags): their
+        # lengths, whether each is kept, and whether it is text to check for ASCII.
+        if (lengths[0] < 0).any():  # text that is not ASCII
+            return None
+        runs = np.zeros((n, len(self._fields) + 1, 3), np.int64)
+        keep = np.zeros((len(self._fields) + 1, 3), bool)
         flags = np.zeros((n, len(self._fields)), bool)
-        first_end = slot_at[self._field_slots[0]]
+        first_end = slot_at[1]
         runs[:, 0, 0] = self._flag_bytes
         runs[:, 0, 1] = first_end - starts - self._flag_bytes
-        kinds[0, 0] = _KEPT
+        keep[0, 0] = True
         next_at = [slot_at[s] for s in self._field_slots[1:]] + [slot_at[-1]]
         for i, (field, slot) in enumerate(zip(self._fields, self._field_slots, strict=True)):
             at, length = slot_at[slot], lengths[slot]
             region = next_at[i] - at
-            r, k = runs[:, i + 1].T, kinds[i + 1]
+            r, k = runs[:, i + 1].T, keep[i + 1]
             shape = field.shape
             if shape is Shape.TEXT:
                 if field.cell.limit is not None and length.max() > field.cell.limit:
                     return None
                 nulls = length < 0
-                _put_int32(work, at[nulls], 0)
-                r[0], r[1] = 4, region - 4
-                k[0], k[1] = _KEPT, _TEXT
+                _put_int32(work, at[nulls] + 4, 0)
+                r[0], r[1], r[2] = 4, 4, region - 8
+                k[1] = k[2] = True
             elif shape is Shape.ARRAY:
                 assert field.dtype is not None
                 nulls = length < 0
-                _put_int32(work, at, np.maximum(length, 0) // field.dtype.itemsize)
-                r[0], k[0] = region, _KEPT
+                _put_int32(work, at + 4, np.maximum(length, 0) // field.dtype.itemsize)
+                r[0], r[1] = 4, region - 4
+                k[1] = True
             elif shape in _ISO_LENGTH:
                 nulls = length < 0
-                iso = _iso(buf, at + 4, shape, nulls)
+                iso = _iso(buf, at + 8, shape, nulls)
                 if iso is None:
                     raise ValueError(f"column {field.cell.name!r}: a date outside years 1–9999")
                 size = _ISO_LENGTH[shape]
@@ -316,40 +289,54 @@ class RowPlan:
                 present = ~nulls
                 _scatter(work, at[present] + 4, iso[present])
                 r[0], r[1] = kept, region - kept
-                k[0] = _KEPT
+                k[0] = True
             else:
-                nulls = self._fixed(field, work, buf, at, length)
+                width = self._width(field)
+                nulls = self._fixed(field, work, buf, at, length, width)
                 if self._binary2 and shape is Shape.NUMBER and field.dtype.kind == "f":  # type: ignore[union-attr]
-                    nulls = nulls | _nan(buf, at + 4, field.dtype)  # type: ignore[arg-type]
-                r[0], r[1] = region - field.width, field.width
-                k[1] = _KEPT
+                    nulls = nulls | _nan(buf, at + 8, field.dtype, ~nulls)
+                r[0], r[1] = region - width, width
+                k[1] = True
             flags[:, i] = nulls
         if self._flag_bytes:
             _scatter(work, starts, np.packbits(flags, axis=1))
-        byte_kinds = np.repeat(np.tile(kinds.reshape(-1), n), runs.reshape(-1))
-        if self._texts and np.bitwise_and(work, byte_kinds).max() >= 0x80:
-            return None  # text that is not ASCII
-        keep = np.bitwise_and(byte_kinds, _KEPT, out=byte_kinds).view(np.bool_)
-        return work[keep].tobytes()
+        counts = runs.reshape(-1)
+        mask = np.repeat(np.tile(keep.reshape(-1), n), counts)
+        return work[mask].tobytes()
+
+    def _width(self, field: _Field) -> int:
+        if field.shape is Shape.FIXED_ARRAY:
+            assert field.dtype is not None and field.cell.count is not None
+            return field.dtype.itemsize * field.cell.count
+        if field.shape is Shape.NUMBER:
+            assert field.dtype is not None
+            return field.dtype.itemsize
+        return 1  # booleans, unsigned bytes
 
     def _fixed(
-        self, field: _Field, work: np.ndarray, buf: np.ndarray, at: np.ndarray, length: np.ndarray
+        self,
+        field: _Field,
+        work: np.ndarray,
+        buf: np.ndarray,
+        at: np.ndarray,
+        length: np.ndarray,
+        width: int,
     ) -> np.ndarray:
         """Rewrite a fixed-width field so its last ``width`` bytes are its VOTable bytes."""
-        width = field.width
-        if field.shape is Shape.MARKED:
+        column = field.cell.column
+        if field.shape is Shape.FIXED_ARRAY:
             return length == width + 1  # NULL: marker and filling, made by PostgreSQL
         nulls = length < 0
-        last = at[nulls] + 4 - width  # a NULL has no value: its length makes room
+        last = at[nulls] + 8 - width  # a NULL has no value: its OID and length make room
         if field.shape is Shape.BOOL:
-            present = at[~nulls] + 4
+            present = at[~nulls] + 8
             work[present] = np.where(buf[present] != 0, np.uint8(ord("T")), np.uint8(ord("F")))
             work[last] = ord("?")
         elif field.shape is Shape.BYTE:
             work[last] = 0 if self._binary2 else INT_NULLS["unsignedByte"]
         elif nulls.any():
             assert field.dtype is not None
-            blank = _element_bytes(field.dtype, _fill(field.cell.column, self._binary2))
+            blank = _element_bytes(field.dtype, _fill(column, self._binary2))
             _scatter(work, last, np.broadcast_to(blank, (len(last), width)))
         return nulls
 
@@ -363,7 +350,7 @@ class RowPlan:
             length = lengths[slot].copy()
             nulls = length < 0
             length[nulls] = 0
-            flags[:, i] = self._piece(field, buf, slot_at[slot] + 4, length, nulls, pieces)
+            flags[:, i] = self._piece(field, buf, slot_at[slot] + 8, length, nulls, pieces)
         if self._binary2:
             pieces.insert(0, np.packbits(flags, axis=1))
         return interleave(pieces, n).tobytes()
@@ -379,12 +366,13 @@ class RowPlan:
     ) -> np.ndarray:
         """Append the field's pieces; return its NULL mask."""
         n = len(data)
+        any_null = bool(nulls.any())
         shape = field.shape
         column = field.cell.column
         if shape is Shape.NUMBER:
             assert field.dtype is not None
-            matrix = _gather(buf, data, field.width)
-            if nulls.any():
+            matrix = _gather(buf, data, field.dtype.itemsize)
+            if any_null:
                 matrix[nulls] = _element_bytes(field.dtype, _fill(column, self._binary2))
             pieces.append(matrix)
             if field.dtype.kind == "f":
@@ -401,9 +389,11 @@ class RowPlan:
             low[nulls] = 0 if self._binary2 else INT_NULLS["unsignedByte"]
             pieces.append(low.reshape(n, 1))
             return nulls
-        if shape is Shape.MARKED:
-            nulls = length == field.width + 1  # marker byte, then the filling
-            pieces.append(_gather(buf, data + nulls, field.width))
+        if shape is Shape.FIXED_ARRAY:
+            assert field.dtype is not None and field.cell.count is not None
+            width = field.dtype.itemsize * field.cell.count
+            nulls = length == width + 1  # marker byte, then the filling
+            pieces.append(_gather(buf, data + nulls, width))
             return nulls
         if shape is Shape.ARRAY:
             assert field.dtype is not None
@@ -428,64 +418,19 @@ class RowPlan:
         return nulls
 
 
-class CopyRows:
-    """The row messages of one ``RowPlan.sql`` COPY, read batch by batch.
-
-    PostgreSQL sends one message per row; the first also carries the COPY header, and a
-    last one holds only the trailer. ``close`` ends the COPY: after the trailer there is
-    nothing left to read; before it (the client went away) psycopg cancels the query.
-    """
-
-    def __init__(self, started: AbstractAsyncContextManager, copy: psycopg.AsyncCopy) -> None:
-        self._started = started
-        self._copy = copy
-        self._header = True
-        self.done = False
-
-    @classmethod
-    async def open(cls, cursor: psycopg.AsyncCursor, sql: str) -> CopyRows:
-        started = cursor.copy(sql)
-        return cls(started, await started.__aenter__())
-
-    async def fetch(self, size: int) -> list[memoryview]:
-        rows: list[memoryview] = []
-        read = self._copy.read
-        while not self.done and len(rows) < size:
-            data = await read()
-            if self._header and data:
-                data = strip_header(data)
-                self._header = False
-            if len(data) == 2 and data[0] == 0xFF == data[1]:  # the trailer: field count -1
-                data = await read()  # nothing more: psycopg takes the COPY's final result
-            if not data:
-                self.done = True
-                break
-            rows.append(data)
-        return rows
-
-    async def close(self) -> None:
-        if self.done:
-            await self._started.__aexit__(None, None, None)
-        else:
-            stop = ConnectionAbortedError("the result was not read to its end")
-            await self._started.__aexit__(type(stop), stop, None)
-
-
-def strip_header(data: memoryview) -> memoryview:
-    """The first COPY message without the binary COPY header that precedes the first row."""
-    if bytes(data[: len(_SIGNATURE)]) != _SIGNATURE:
-        raise ValueError("not a binary COPY stream")
-    extension = int.from_bytes(data[15:19], "big")
-    return data[19 + extension :]
-
-
 def _put_int32(work: np.ndarray, at: np.ndarray, values: np.ndarray | int) -> None:
     _at_offsets(work, _BE_I4)[at] = values
 
 
-def _nan(buf: np.ndarray, at: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """NaN values (flagged NULL, as the Python encoder does)."""
-    return np.isnan(_at_offsets(buf, dtype)[at])
+def _nan(buf: np.ndarray, at: np.ndarray, dtype: np.dtype, present: np.ndarray) -> np.ndarray:
+    """NaN values (flagged NULL, as the Python encoder does); only likely ones are read."""
+    exponent = 0xF0 if dtype.itemsize == 8 else 0x80  # its bits in the second byte
+    likely = present & ((buf[at] & 0x7F) == 0x7F) & ((buf[at + 1] & exponent) == exponent)
+    result = np.zeros(len(at), bool)
+    if likely.any():
+        values = _at_offsets(buf, dtype)[at[likely]]
+        result[likely] = np.isnan(values)
+    return result
 
 
 def _int32(buf: np.ndarray, at: np.ndarray) -> np.ndarray:

@@ -1,9 +1,8 @@
 """Run a translated ADQL query and stream its result; shared by sync and async TAP.
 
 The query runs in a read-only transaction, under the query role (which can read the
-published columns and nothing else), with a statement timeout, read in batches (a large
-BINARY2/BINARY result by a binary COPY, anything else from a server-side cursor), so
-memory stays flat whatever the row count. MAXREC+1 rows are asked
+published columns and nothing else), with a statement timeout, from a server-side cursor
+fetched in batches, so memory stays flat whatever the row count. MAXREC+1 rows are asked
 for, so overflow is detected without counting.
 
 The first batch is fetched before anything is sent: errors that PostgreSQL raises while
@@ -17,7 +16,6 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Protocol
 
 import psycopg
 from psycopg import errors
@@ -27,7 +25,7 @@ from psycopg_pool import AsyncConnectionPool
 from vo_service.dali import DALIError, QueryTimeout
 from vo_service.db.reader import enter_reader
 from vo_service.metadata import Column
-from vo_service.tap.binary_rows import CopyRows, RowPlan
+from vo_service.tap.binary_rows import RowPlan
 from vo_service.tap.query import PreparedQuery, QueryLimits
 from vo_service.tap.uploads import create_temp_tables
 from vo_service.votable.binary import BinaryWriter
@@ -125,33 +123,14 @@ async def _off_loop(work: Callable[[], bytes], rows: int) -> bytes:
     return await asyncio.to_thread(work)
 
 
-class _Rows(Protocol):
-    """Where a result's rows come from: a cursor's ``fetchmany`` or a binary COPY."""
-
-    async def fetch(self, size: int) -> list: ...
-
-    async def close(self) -> None: ...
-
-
-@dataclasses.dataclass
-class _CursorRows:
-    cursor: psycopg.AsyncCursor
-
-    async def fetch(self, size: int) -> list:
-        return await self.cursor.fetchmany(size)
-
-    async def close(self) -> None:
-        await self.cursor.close()
-
-
-async def _open_rows(
+async def _open_cursor(
     conn: psycopg.AsyncConnection, query: PreparedQuery, small: bool
-) -> tuple[_Rows, list[Column], Callable[[list], Awaitable[bytes]]]:
-    """Run the query; return its rows, FIELDs, and how a fetched batch becomes bytes.
+) -> tuple[psycopg.AsyncCursor, list[Column], Callable[[list[tuple]], Awaitable[bytes]]]:
+    """Run the query; return its cursor, FIELDs, and how a fetched batch becomes bytes.
 
-    A large BINARY2/BINARY result is read by a binary COPY (see ``binary_rows``): the
-    query's result types are learnt first from a ``LIMIT 0`` run. Everything else goes
-    through the Python writers.
+    A large BINARY2/BINARY result is read as binary records (see ``binary_rows``): the
+    query's result types are learnt first from a ``LIMIT 0`` run, then the wrapped query
+    returns one record per row. Everything else goes through the Python writers.
     """
     writer = query.writer
     sql = query.translation.sql
@@ -161,14 +140,15 @@ async def _open_rows(
         fields = resolve_fields(query.translation.fields, probe.description, conn)
         types = type_names(probe.description or (), conn)
         await probe.close()
-        plan = RowPlan.build(fields, types, binary2=writer.binary2)
-        if plan is not None:
-            rows = await CopyRows.open(conn.cursor(), plan.sql(sql))
+        rows = RowPlan.build(fields, types, binary2=writer.binary2)
+        if rows is not None:
+            cursor = conn.cursor(name="tap_result", row_factory=tuple_row, binary=True)
+            await cursor.execute(rows.sql(sql))
 
-            async def records(batch: list) -> bytes:
-                return await _off_loop(lambda: writer.encoded(plan.encode(batch)), len(batch))
+            async def records(batch: list[tuple]) -> bytes:
+                return await _off_loop(lambda: writer.encoded(rows.encode(batch)), len(batch))
 
-            return rows, fields, records
+            return cursor, fields, records
     if small:
         cursor = conn.cursor(row_factory=tuple_row)
     else:
@@ -179,7 +159,7 @@ async def _open_rows(
     async def python(batch: list[tuple]) -> bytes:
         return await _off_loop(lambda: writer.rows(batch) if batch else b"", len(batch))
 
-    return _CursorRows(cursor), fields, python
+    return cursor, fields, python
 
 
 async def stream_query(pool: AsyncConnectionPool, query: PreparedQuery) -> AsyncIterator[bytes]:
@@ -196,8 +176,8 @@ async def stream_query(pool: AsyncConnectionPool, query: PreparedQuery) -> Async
             # the query role and becomes read-only before any user SQL runs.
             await create_temp_tables(conn, query.uploads, limits.role)
             await enter_reader(conn, limits.role, query.user_id, limits.timeout_s)
-            rows, fields, encode = await _open_rows(conn, query, small)
-            first = await rows.fetch(min(BATCH_ROWS, limits.maxrec + 1))
+            cursor, fields, encode = await _open_cursor(conn, query, small)
+            first = await cursor.fetchmany(min(BATCH_ROWS, limits.maxrec + 1))
         except psycopg.Error as exc:
             raise _translate_db_error(exc, limits) from None
         sent = 0
@@ -205,7 +185,7 @@ async def stream_query(pool: AsyncConnectionPool, query: PreparedQuery) -> Async
         head = writer.head(fields, infos=query.infos)
         # The next batch is fetched while this one is encoded and sent, so PostgreSQL and
         # Python work at the same time.
-        ahead: asyncio.Future[list] | None = None
+        ahead: asyncio.Future[list[tuple]] | None = None
         try:
             while True:
                 room = limits.maxrec - sent
@@ -214,7 +194,7 @@ async def stream_query(pool: AsyncConnectionPool, query: PreparedQuery) -> Async
                 overflow = len(batch) > room
                 done = overflow or len(batch) == 0 or (small and len(batch) < BATCH_ROWS)
                 if not done:
-                    ahead = asyncio.ensure_future(rows.fetch(BATCH_ROWS))
+                    ahead = asyncio.ensure_future(cursor.fetchmany(BATCH_ROWS))
                 body = await encode(chunk)
                 if head:
                     body, head = head + body, b""
@@ -234,4 +214,4 @@ async def stream_query(pool: AsyncConnectionPool, query: PreparedQuery) -> Async
             if ahead is not None:  # the client went away: let the fetch finish, then close
                 with contextlib.suppress(Exception):
                     await ahead
-            await rows.close()
+            await cursor.close()
