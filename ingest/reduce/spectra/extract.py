@@ -175,6 +175,7 @@ def fit_sky(
     n_start = int(use.sum())
     coef = np.zeros((npar, nx))
     cov = np.zeros((nx, npar, npar))
+    model = np.zeros_like(d)
     for _ in range(max_iter):
         alpha = np.einsum("jmx,kmx,mx->xjk", basis, basis, w)
         beta = np.einsum("jmx,mx->xj", basis, w * d0)
@@ -192,7 +193,7 @@ def fit_sky(
         d0 = np.where(use, d0, 0.0)
     n_pix = use.sum(axis=0)
     # Sky scatter beyond the variance (flat-field residuals) inflates the covariance.
-    chi2 = np.sum(((d - np.einsum("jmx,jx->mx", basis, coef)) ** 2) * w, axis=0)
+    chi2 = np.sum(((d - model) ** 2) * w, axis=0)  # model is that of the final coef
     red = chi2 / np.maximum(n_pix - npar, 1)
     cov = cov * np.maximum(red, 1.0)[:, None, None]
     valid = n_pix > npar + 1
