@@ -308,16 +308,20 @@ def _profile_fit(
     t = pos - k
     cheb = chebyshev.chebvander(xt, order)  # (nx, order+1)
     npar = nk * (order + 1)
-    sel = w > 0
-    kk, tt, qq, ww = k[sel], t[sel], q[sel], w[sel]
-    cc = np.broadcast_to(cheb[None, :, :], (*off.shape, order + 1))[sel]
     # Each pixel touches two knots x (order + 1) Chebyshev terms: the normal matrix is
-    # block-tridiagonal, accumulated one knot interval at a time.
-    val = np.concatenate([(1.0 - tt)[:, None] * cc, tt[:, None] * cc], axis=1)
+    # block-tridiagonal, accumulated one knot interval at a time. The used pixels are
+    # taken in knot order directly (a stable radix sort of small keys, in row-major
+    # order within a knot), so each array is gathered once.
+    flat = np.flatnonzero(w > 0)
+    key = k.ravel()[flat]
+    flat = flat[np.argsort(key.astype(np.min_scalar_type(nk - 1)), kind="stable")]
+    kk, tt, qq, ww = k.ravel()[flat], t.ravel()[flat], q.ravel()[flat], w.ravel()[flat]
+    cc = cheb[flat % off.shape[1]]
+    val = np.empty((flat.size, 2 * (order + 1)))
+    np.multiply((1.0 - tt)[:, None], cc, out=val[:, : order + 1])
+    np.multiply(tt[:, None], cc, out=val[:, order + 1 :])
     ata = np.zeros((npar, npar))
     atb = np.zeros(npar)
-    srt = np.argsort(kk, kind="stable")
-    kk, val, qq, ww = kk[srt], val[srt], qq[srt], ww[srt]
     starts = np.flatnonzero(np.diff(kk, prepend=-1))
     for a, b in zip(starts, [*starts[1:], kk.size], strict=True):
         v = val[a:b]
