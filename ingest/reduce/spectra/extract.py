@@ -176,21 +176,35 @@ def fit_sky(
     coef = np.zeros((npar, nx))
     cov = np.zeros((nx, npar, npar))
     model = np.zeros_like(d)
+    # After the first pass only the columns that lost pixels are refitted: the others
+    # would get the same fit and reject nothing new. Column by column the arithmetic is
+    # that of a whole-frame pass, except the data sums, which einsum adds in another
+    # order over fewer columns and so are always taken whole.
+    cols = np.arange(nx)
     for _ in range(max_iter):
-        alpha = np.einsum("jmx,kmx,mx->xjk", basis, basis, w)
-        beta = np.einsum("jmx,mx->xj", basis, w * d0)
+        every = cols.size == nx
+        b_c = basis if every else basis[:, :, cols]
+        alpha = np.einsum("jmx,kmx,mx->xjk", b_c, b_c, w if every else w[:, cols])
+        beta = np.einsum("jmx,mx->xj", basis, w * d0)[cols]
         # Columns with too few sky pixels get a singular system: regularise, flag later.
         alpha += np.eye(npar)[None] * 1e-12 * np.maximum(alpha[:, :1, :1], 1e-30)
-        cov = np.linalg.inv(alpha)
-        coef = np.einsum("xjk,xk->jx", cov, beta)
-        model = np.einsum("jmx,jx->mx", basis, coef)
-        resid = (d - model) * np.sqrt(w)
-        bad = use & (np.abs(resid) > clip)
-        if not bad.any():
+        cov[cols] = c_c = np.linalg.inv(alpha)
+        coef[:, cols] = c_k = np.einsum("xjk,xk->jx", c_c, beta)
+        model[:, cols] = m_c = np.einsum("jmx,jx->mx", b_c, c_k)
+        if every:
+            resid = (d - m_c) * np.sqrt(w)
+            bad = use & (np.abs(resid) > clip)
+        else:
+            resid = (d[:, cols] - m_c) * np.sqrt(w[:, cols])
+            bad = use[:, cols] & (np.abs(resid) > clip)
+        hit = np.flatnonzero(bad.any(axis=0))
+        if hit.size == 0:
             break
-        use &= ~bad
-        w = np.where(use, w, 0.0)
-        d0 = np.where(use, d0, 0.0)
+        cols, bad = cols[hit], bad[:, hit]
+        keep = use[:, cols] & ~bad
+        use[:, cols] = keep
+        w[:, cols] = np.where(keep, w[:, cols], 0.0)
+        d0[:, cols] = np.where(keep, d0[:, cols], 0.0)
     n_pix = use.sum(axis=0)
     # Sky scatter beyond the variance (flat-field residuals) inflates the covariance.
     chi2 = np.sum(((d - model) ** 2) * w, axis=0)  # model is that of the final coef
