@@ -178,9 +178,9 @@ def cross_correlate(
         binning * np.arange(n, dtype=np.float64)[:, None] + np.arange(binning)[None, :] + offset - c
     )
 
-    def models(scale: float, shifts: np.ndarray) -> np.ndarray:
-        """The compressed reference at ``scale`` for each of ``shifts``, one per row."""
-        u = (c + scale * ub)[None] + shifts[:, None, None]
+    def models(scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
+        """The compressed reference for each (scale, shift) pair, one per row."""
+        u = c + scale[:, None, None] * ub[None] + shift[:, None, None]
         return _compress(np.interp(u, grid, ref_flux, left=0.0, right=0.0).mean(axis=-1))
 
     step = scale_step if scale_step is not None else 0.5 / (binning * n / 2.0)
@@ -189,11 +189,8 @@ def cross_correlate(
     size = 1 << math.ceil(math.log2(2 * n))
     fa = np.fft.rfft(a, size)
     lags = np.arange(-lag_max, lag_max + 1)
-    table = np.empty((scales.size, lags.size))
-    zero = np.zeros(1)
-    for k, s in enumerate(scales):
-        cc = np.fft.irfft(fa * np.conj(np.fft.rfft(models(float(s), zero)[0], size)), size)
-        table[k] = cc[lags % size]
+    spectra = np.fft.rfft(models(scales, np.zeros(scales.size)), size, axis=-1)
+    table = np.fft.irfft(fa * np.conj(spectra), size, axis=-1)[:, lags % size]
     i, j = np.unravel_index(int(np.argmax(table)), table.shape)
     # arc(x) ~ model(x - lag), i.e. the reference pixel of x is u(x - lag).
     s0 = float(scales[i])
@@ -203,7 +200,8 @@ def cross_correlate(
     for _ in range(20):
         fine_s = s0 + step * np.linspace(-1.0, 1.0, 11)
         fine_h = h0 + binning * np.linspace(-1.0, 1.0, 21)
-        fine = np.array([[float(a @ m) for m in models(float(s), fine_h)] for s in fine_s])
+        pairs = models(np.repeat(fine_s, fine_h.size), np.tile(fine_h, fine_s.size))
+        fine = np.array([float(a @ m) for m in pairs]).reshape(fine_s.size, fine_h.size)
         fi, fj = (int(k) for k in np.unravel_index(int(np.argmax(fine)), fine.shape))
         if 0 < fi < fine_s.size - 1 and 0 < fj < fine_h.size - 1:
             break
