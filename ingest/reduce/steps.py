@@ -48,6 +48,7 @@ from ingest.reduce.spectra import (
     fit_sky,
     fit_trace,
     load_lamp_template,
+    nan_masked,
     resample_linear,
     to_hdulist,
 )
@@ -268,8 +269,10 @@ def extract_spectrum(
     frame: CalibratedFrame = reduced.value
     data, var = frame.data, frame.variance
     mask = (frame.mask & np.uint16(SPECTRUM_BAD)) != 0
-    edges = find_slit_edges(data, mask)
-    targets = find_targets(data, edges, mask)
+    lit = nan_masked(data, mask)  # one copy for both searches
+    edges = find_slit_edges(lit)
+    targets = find_targets(lit, edges)
+    del lit
     best = targets.best
     trace = fit_trace(data, var, best.row, mask, column=best.column, fwhm=best.fwhm)
     bands = default_sky_bands(trace, data.shape[0], edges, [t.row for t in targets.targets])

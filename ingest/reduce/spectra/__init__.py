@@ -27,7 +27,15 @@ from .resample import (
     solution_cards,
     to_hdulist,
 )
-from .slit import SlitEdges, Target, TargetSearch, collapse, find_slit_edges, find_targets
+from .slit import (
+    SlitEdges,
+    Target,
+    TargetSearch,
+    collapse,
+    find_slit_edges,
+    find_targets,
+    nan_masked,
+)
 from .trace import Trace, TraceBin, fit_trace
 from .wavecal import (
     ArcLine,
@@ -77,6 +85,7 @@ __all__ = [
     "fit_sky",
     "fit_trace",
     "load_lamp_template",
+    "nan_masked",
     "reduce_longslit",
     "resample_linear",
     "solution_cards",

@@ -175,24 +175,39 @@ def fit_sky(
     n_start = int(use.sum())
     coef = np.zeros((npar, nx))
     cov = np.zeros((nx, npar, npar))
+    model = np.zeros_like(d)
+    # After the first pass only the columns that lost pixels are refitted: the others
+    # would get the same fit and reject nothing new. Column by column the arithmetic is
+    # that of a whole-frame pass, except the data sums, which einsum adds in another
+    # order over fewer columns and so are always taken whole.
+    cols = np.arange(nx)
     for _ in range(max_iter):
-        alpha = np.einsum("jmx,kmx,mx->xjk", basis, basis, w)
-        beta = np.einsum("jmx,mx->xj", basis, w * d0)
+        every = cols.size == nx
+        b_c = basis if every else basis[:, :, cols]
+        alpha = np.einsum("jmx,kmx,mx->xjk", b_c, b_c, w if every else w[:, cols])
+        beta = np.einsum("jmx,mx->xj", basis, w * d0)[cols]
         # Columns with too few sky pixels get a singular system: regularise, flag later.
         alpha += np.eye(npar)[None] * 1e-12 * np.maximum(alpha[:, :1, :1], 1e-30)
-        cov = np.linalg.inv(alpha)
-        coef = np.einsum("xjk,xk->jx", cov, beta)
-        model = np.einsum("jmx,jx->mx", basis, coef)
-        resid = (d - model) * np.sqrt(w)
-        bad = use & (np.abs(resid) > clip)
-        if not bad.any():
+        cov[cols] = c_c = np.linalg.inv(alpha)
+        coef[:, cols] = c_k = np.einsum("xjk,xk->jx", c_c, beta)
+        model[:, cols] = m_c = np.einsum("jmx,jx->mx", b_c, c_k)
+        if every:
+            resid = (d - m_c) * np.sqrt(w)
+            bad = use & (np.abs(resid) > clip)
+        else:
+            resid = (d[:, cols] - m_c) * np.sqrt(w[:, cols])
+            bad = use[:, cols] & (np.abs(resid) > clip)
+        hit = np.flatnonzero(bad.any(axis=0))
+        if hit.size == 0:
             break
-        use &= ~bad
-        w = np.where(use, w, 0.0)
-        d0 = np.where(use, d0, 0.0)
+        cols, bad = cols[hit], bad[:, hit]
+        keep = use[:, cols] & ~bad
+        use[:, cols] = keep
+        w[:, cols] = np.where(keep, w[:, cols], 0.0)
+        d0[:, cols] = np.where(keep, d0[:, cols], 0.0)
     n_pix = use.sum(axis=0)
     # Sky scatter beyond the variance (flat-field residuals) inflates the covariance.
-    chi2 = np.sum(((d - np.einsum("jmx,jx->mx", basis, coef)) ** 2) * w, axis=0)
+    chi2 = np.sum(((d - model) ** 2) * w, axis=0)  # model is that of the final coef
     red = chi2 / np.maximum(n_pix - npar, 1)
     cov = cov * np.maximum(red, 1.0)[:, None, None]
     valid = n_pix > npar + 1
@@ -307,16 +322,20 @@ def _profile_fit(
     t = pos - k
     cheb = chebyshev.chebvander(xt, order)  # (nx, order+1)
     npar = nk * (order + 1)
-    sel = w > 0
-    kk, tt, qq, ww = k[sel], t[sel], q[sel], w[sel]
-    cc = np.broadcast_to(cheb[None, :, :], (*off.shape, order + 1))[sel]
     # Each pixel touches two knots x (order + 1) Chebyshev terms: the normal matrix is
-    # block-tridiagonal, accumulated one knot interval at a time.
-    val = np.concatenate([(1.0 - tt)[:, None] * cc, tt[:, None] * cc], axis=1)
+    # block-tridiagonal, accumulated one knot interval at a time. The used pixels are
+    # taken in knot order directly (a stable radix sort of small keys, in row-major
+    # order within a knot), so each array is gathered once.
+    flat = np.flatnonzero(w > 0)
+    key = k.ravel()[flat]
+    flat = flat[np.argsort(key.astype(np.min_scalar_type(nk - 1)), kind="stable")]
+    kk, tt, qq, ww = k.ravel()[flat], t.ravel()[flat], q.ravel()[flat], w.ravel()[flat]
+    cc = cheb[flat % off.shape[1]]
+    val = np.empty((flat.size, 2 * (order + 1)))
+    np.multiply((1.0 - tt)[:, None], cc, out=val[:, : order + 1])
+    np.multiply(tt[:, None], cc, out=val[:, order + 1 :])
     ata = np.zeros((npar, npar))
     atb = np.zeros(npar)
-    srt = np.argsort(kk, kind="stable")
-    kk, val, qq, ww = kk[srt], val[srt], qq[srt], ww[srt]
     starts = np.flatnonzero(np.diff(kk, prepend=-1))
     for a, b in zip(starts, [*starts[1:], kk.size], strict=True):
         v = val[a:b]

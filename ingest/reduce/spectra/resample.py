@@ -201,7 +201,7 @@ def to_hdulist(
     hdus: list[Any] = [primary, err, msk]
     if solution is not None:
         lines = solution.lines
-        table = fits.BinTableHDU.from_columns(
+        columns = fits.ColDefs(
             [
                 fits.Column("pixel", "D", array=np.array([x.pixel for x in lines])),
                 fits.Column("pixel_err", "D", array=np.array([x.pixel_err for x in lines])),
@@ -217,8 +217,12 @@ def to_hdulist(
                     "residual", "D", unit="Angstrom", array=np.array([x.residual for x in lines])
                 ),
                 fits.Column("status", "10A", array=np.array([x.status for x in lines])),
-            ],
-            name="ARCLINES",
+            ]
         )
+        # Not BinTableHDU.from_columns: its constructor imports astropy.table (0.1 CPU-s
+        # per process) to check for a Table. Assigning the records gives the same HDU.
+        table = fits.BinTableHDU()
+        table.data = fits.FITS_rec.from_columns(columns)
+        table.name = "ARCLINES"
         hdus.append(table)
     return fits.HDUList(hdus)

@@ -65,8 +65,12 @@ def collapse(block: np.ndarray) -> np.ndarray:
     return out
 
 
-def _float_image(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    """The image with masked pixels NaN, kept in float32 when it is (half the sorting)."""
+def nan_masked(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """The image with masked pixels NaN, kept in float32 when it is (half the sorting).
+
+    What ``find_slit_edges`` and ``find_targets`` make of ``image`` and ``mask``: a
+    caller running both passes this once (with no mask) instead of two frame copies.
+    """
     data = np.asarray(image)
     if data.dtype not in (np.float32, np.float64):
         data = data.astype(np.float64)
@@ -113,7 +117,7 @@ def find_slit_edges(
     and curvature. ``min_level`` (data units) is the step below which a bin is too faint
     to use. A flat gives the best edges; a science frame's sky works when bright enough.
     """
-    data = _float_image(image, mask)
+    data = nan_masked(image, mask)
     ny, nx = data.shape
     edges = np.linspace(0, nx, n_bins + 1).astype(int)
     xs, lows, highs = [], [], []
@@ -185,7 +189,7 @@ def find_targets(
     ``edge_margin`` px of a slit end are never searched because the illumination step
     there looks like a source.
     """
-    data = _float_image(image, mask)
+    data = nan_masked(image, mask)
     ny, nx = data.shape
     c0, c1 = columns if columns is not None else (nx // 4, 3 * nx // 4)
     prof = collapse(data[:, c0:c1])

@@ -106,10 +106,17 @@ def _baseline(flux: np.ndarray, width: int) -> np.ndarray:
 
 
 def _compress(signal: np.ndarray) -> np.ndarray:
-    """Square-root stretch: the brightest lines must not decide the correlation alone."""
+    """Square-root stretch: the brightest lines must not decide the correlation alone.
+
+    Along the last axis, so a batch of models is stretched in one pass (row by row the
+    same arithmetic: each mean is one contiguous reduction, each norm one dot product).
+    """
     s = np.sqrt(np.clip(signal, 0.0, None))
-    s = s - s.mean()
-    return s / max(float(np.linalg.norm(s)), 1e-30)
+    s = s - s.mean(axis=-1, keepdims=True)
+    if s.ndim == 1:
+        return s / max(float(np.linalg.norm(s)), 1e-30)
+    norms = np.array([max(float(np.linalg.norm(row)), 1e-30) for row in s])
+    return s / norms[:, None]
 
 
 def _peak_2d(table: np.ndarray, i: int, j: int) -> tuple[float, float]:
@@ -171,9 +178,10 @@ def cross_correlate(
         binning * np.arange(n, dtype=np.float64)[:, None] + np.arange(binning)[None, :] + offset - c
     )
 
-    def model(scale: float, shift: float) -> np.ndarray:
-        u = c + scale * ub + shift
-        return _compress(np.interp(u, grid, ref_flux, left=0.0, right=0.0).mean(axis=1))
+    def models(scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
+        """The compressed reference for each (scale, shift) pair, one per row."""
+        u = c + scale[:, None, None] * ub[None] + shift[:, None, None]
+        return _compress(np.interp(u, grid, ref_flux, left=0.0, right=0.0).mean(axis=-1))
 
     step = scale_step if scale_step is not None else 0.5 / (binning * n / 2.0)
     scales = np.arange(1.0 - max_scale, 1.0 + max_scale + step / 2, step)
@@ -181,10 +189,8 @@ def cross_correlate(
     size = 1 << math.ceil(math.log2(2 * n))
     fa = np.fft.rfft(a, size)
     lags = np.arange(-lag_max, lag_max + 1)
-    table = np.empty((scales.size, lags.size))
-    for k, s in enumerate(scales):
-        cc = np.fft.irfft(fa * np.conj(np.fft.rfft(model(float(s), 0.0), size)), size)
-        table[k] = cc[lags % size]
+    spectra = np.fft.rfft(models(scales, np.zeros(scales.size)), size, axis=-1)
+    table = np.fft.irfft(fa * np.conj(spectra), size, axis=-1)[:, lags % size]
     i, j = np.unravel_index(int(np.argmax(table)), table.shape)
     # arc(x) ~ model(x - lag), i.e. the reference pixel of x is u(x - lag).
     s0 = float(scales[i])
@@ -194,7 +200,8 @@ def cross_correlate(
     for _ in range(20):
         fine_s = s0 + step * np.linspace(-1.0, 1.0, 11)
         fine_h = h0 + binning * np.linspace(-1.0, 1.0, 21)
-        fine = np.array([[float(a @ model(float(s), float(h))) for h in fine_h] for s in fine_s])
+        pairs = models(np.repeat(fine_s, fine_h.size), np.tile(fine_h, fine_s.size))
+        fine = np.array([float(a @ m) for m in pairs]).reshape(fine_s.size, fine_h.size)
         fi, fj = (int(k) for k in np.unravel_index(int(np.argmax(fine)), fine.shape))
         if 0 < fi < fine_s.size - 1 and 0 < fj < fine_h.size - 1:
             break
