@@ -415,6 +415,19 @@ def test_cosmics_2x2_spectra(night2: Night, masters2: dict[str, Any]) -> None:
         assert float(np.max(found.cleaned[found.mask] - c.data[found.mask])) <= 0.0
 
 
+def _spectra_night(
+    tmp_path: Path, ref_home: Path, seed: int, *, binning: int, biases: int, spectra: int
+) -> tuple[Night, Any, Any]:
+    """A night of biases and long-slit spectra only, its master bias and bad-pixel mask."""
+    simulate_night(
+        tmp_path, seed=seed, binning=binning, home=ref_home, n_bias=biases, n_flat=0, n_arc=0,
+        n_science_spectra=spectra, n_science_images=0,
+    )  # fmt: skip
+    night = Night(tmp_path)
+    master = make_master_bias([calibrate_frame(r, h) for _, r, h in night.kind("bias")])
+    return night, master, bad_pixel_mask(master)
+
+
 @pytest.mark.parametrize("seed", [SEED + 1, SEED + 2])
 def test_cosmics_2x2_spectra_more_seeds(seed: int, tmp_path: Path, ref_home: Path) -> None:
     """The same promise on other nights, through the pipeline's own call.
@@ -423,13 +436,7 @@ def test_cosmics_2x2_spectra_more_seeds(seed: int, tmp_path: Path, ref_home: Pat
     can fall just short: over seeds 22-27 the worst of twelve frames kept 4 of 391 events
     (98.98 %), each a pixel 5-8 sigma above the sky, next to a hit or alone.
     """
-    simulate_night(
-        tmp_path, seed=seed, binning=2, home=ref_home, n_bias=5, n_flat=0, n_arc=0,
-        n_science_spectra=2, n_science_images=0,
-    )  # fmt: skip
-    night = Night(tmp_path)
-    master = make_master_bias([calibrate_frame(r, h) for _, r, h in night.kind("bias")])
-    bpm = bad_pixel_mask(master)
+    night, master, bpm = _spectra_night(tmp_path, ref_home, seed, binning=2, biases=5, spectra=2)
     events = missed = 0
     for f, raw, header in night.kind("science_spectrum"):
         c = calibrate_frame(raw, header, master_bias=master, bad_pixel_mask=bpm.mask, cosmics=True)
@@ -446,13 +453,7 @@ def test_cosmics_2x2_spectra_more_seeds(seed: int, tmp_path: Path, ref_home: Pat
 
 @pytest.mark.parametrize("seed", [SEED + 1, SEED + 3])
 def test_cosmics_1x1_science_frame(seed: int, tmp_path: Path, ref_home: Path) -> None:
-    simulate_night(
-        tmp_path, seed=seed, binning=1, home=ref_home, n_bias=3, n_flat=0, n_arc=0,
-        n_science_spectra=1, n_science_images=0,
-    )  # fmt: skip
-    night = Night(tmp_path)
-    master = make_master_bias([calibrate_frame(r, h) for _, r, h in night.kind("bias")])
-    bpm = bad_pixel_mask(master)
+    night, master, bpm = _spectra_night(tmp_path, ref_home, seed, binning=1, biases=3, spectra=1)
     f, raw, header = night.kind("science_spectrum")[0]
     plain = calibrate_frame(raw, header, master_bias=master, bad_pixel_mask=bpm.mask)
     c = calibrate_frame(raw, header, master_bias=master, bad_pixel_mask=bpm.mask, cosmics=True)
