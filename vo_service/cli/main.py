@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import getpass
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -166,6 +167,9 @@ def _setting(text: str) -> tuple[str, object]:
 
 
 def cmd_reduce(args: argparse.Namespace, cfg: Settings) -> int:
+    # the engine runs each step with BLAS on one thread (ingest.reduce.graph); a pool
+    # started with numpy would only spin, about 0.1 CPU-s per process, before sleeping
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     import psycopg
 
     from ingest.reduce.pipeline import reduce_command
