@@ -497,10 +497,14 @@ def test_product_round_trip_and_atomic_write(
         write_product(path, c, header, overwrite=False)
 
 
-def test_atomic_write_is_astropys_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+@pytest.mark.parametrize("direct", [True, False])
+def test_atomic_write_is_astropys_file(
+    direct: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """The writer's own encoding of plain images gives astropy's bytes (same checksum
     timestamp), checksums astropy accepts, and the SHA-256 of the file; anything else
-    (tables, scaled integers) is left to astropy."""
+    (tables, scaled integers) is left to astropy. The same with direct I/O and without
+    it (a system without ``O_DIRECT``), and for planes larger than the write buffer."""
     import datetime as dt
     import hashlib
     import types
@@ -516,11 +520,13 @@ def test_atomic_write_is_astropys_file(monkeypatch: pytest.MonkeyPatch, tmp_path
 
     monkeypatch.setattr(fitsio, "datetime", Frozen)
     monkeypatch.setattr(hdu_base, "datetime", types.SimpleNamespace(datetime=Frozen))
+    if not direct:
+        monkeypatch.delattr(os, "O_DIRECT", raising=False)
 
     def lists(seed: int) -> list[fits.HDUList]:
         rng = np.random.default_rng(seed)
         out = []
-        for shape, top in (((7, 5), 3), ((40, 33), 300), ((1, 1), 2)):
+        for shape, top in (((7, 5), 3), ((40, 33), 300), ((1, 1), 2), ((1100, 1001), 40)):
             frame = CalibratedFrame(
                 rng.normal(0, 10, shape).astype(np.float32),
                 rng.uniform(0, 10, shape).astype(np.float32),
@@ -535,7 +541,7 @@ def test_atomic_write_is_astropys_file(monkeypatch: pytest.MonkeyPatch, tmp_path
         return out
 
     plain = [fitsio._plain_images(h) is not None for h in lists(1)]
-    assert plain == [True, False, True, True, False]  # uint16 masks and tables: astropy
+    assert plain == [True, False, True, True, True, False]  # uint16 masks, tables: astropy
     for n, (ours, theirs) in enumerate(zip(lists(1), lists(1), strict=True)):
         size, sha = fitsio.write_atomic(ours, tmp_path / f"{n}.fits")
         data = (tmp_path / f"{n}.fits").read_bytes()
